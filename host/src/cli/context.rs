@@ -1,0 +1,134 @@
+//! Options every command shares, and what they resolve to: the store, the secret,
+//! the open repository.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use zeroize::Zeroizing;
+
+use crate::repo::keys::Secret;
+use crate::repo::Repository;
+use crate::store::{Location, Store, StoreOptions};
+
+#[derive(Args, Clone)]
+pub struct GlobalArgs {
+    /// Repository location: a path, file://, s3://BUCKET/PREFIX, gs://..., az://...
+    #[arg(short = 'r', long, env = "BALLAST_REPO", global = true)]
+    pub repo: Option<String>,
+
+    /// Read the password from this file (first line)
+    #[arg(long, env = "BALLAST_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+
+    /// Open the repository with a key file instead of a password
+    #[arg(long, env = "BALLAST_KEY_FILE", global = true)]
+    pub key_file: Option<PathBuf>,
+
+    /// Object store client option KEY=VALUE (endpoint, region, allow_http,
+    /// virtual_hosted_style_request, ...); repeatable
+    #[arg(short = 'o', long = "store-option", value_name = "KEY=VALUE", global = true)]
+    pub store_options: Vec<String>,
+
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output (-v info, -vv debug); also RUST_LOG
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// No progress bars, no log output below errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+pub fn init_logging(g: &GlobalArgs) {
+    let level = if g.quiet {
+        "error"
+    } else {
+        match g.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ballast={level},warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+impl GlobalArgs {
+    pub fn location(&self) -> Result<Location> {
+        let Some(repo) = &self.repo else {
+            bail!("no repository given: pass --repo LOCATION or set BALLAST_REPO (a path, or s3://BUCKET/PREFIX, ...)");
+        };
+        Ok(Location::parse(repo)?)
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        let options = StoreOptions::parse(&self.store_options).map_err(anyhow::Error::msg)?;
+        Ok(Store::connect(&self.location()?, &options)?)
+    }
+
+    /// The secret that opens the repository: a key file, BALLAST_PASSWORD,
+    /// BALLAST_PASSWORD_FILE, or a prompt on a terminal.
+    pub fn secret(&self) -> Result<Secret> {
+        if let Some(path) = &self.key_file {
+            return Secret::read_key_file(path).map_err(anyhow::Error::msg);
+        }
+        password_from("BALLAST_PASSWORD", self.password_file.as_deref(), "repository password: ")
+    }
+
+    pub fn open(&self) -> Result<Repository> {
+        let store = self.store()?;
+        let secret = self.secret()?;
+        Ok(Repository::open(store, &secret)?)
+    }
+
+    /// Whether to draw progress bars.
+    pub fn progress(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+}
+
+/// A password from an environment variable, a file, or a prompt.
+pub fn password_from(env: &str, file: Option<&std::path::Path>, prompt: &str) -> Result<Secret> {
+    if let Ok(p) = std::env::var(env) {
+        if !p.is_empty() {
+            return Ok(Secret::Password(Zeroizing::new(p)));
+        }
+    }
+    if let Some(path) = file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the password file {}", path.display()))?,
+        );
+        let line = text.lines().next().unwrap_or_default();
+        if line.is_empty() {
+            bail!("the password file {} is empty", path.display());
+        }
+        return Ok(Secret::Password(Zeroizing::new(line.to_string())));
+    }
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password(prompt).context("cannot read the password from the terminal")?;
+        return Ok(Secret::Password(Zeroizing::new(p)));
+    }
+    bail!("no password: set {env} or BALLAST_PASSWORD_FILE, pass --key-file, or run on a terminal to be asked")
+}
+
+/// A new password (for `repo init`, `key add`, `key passwd`): asked twice on a terminal.
+pub fn new_password(env: &str, file: Option<&std::path::Path>) -> Result<Secret> {
+    if std::env::var(env).is_ok_and(|v| !v.is_empty()) || file.is_some() || !std::io::stdin().is_terminal() {
+        return password_from(env, file, "");
+    }
+    let a = Zeroizing::new(rpassword::prompt_password("new password: ")?);
+    let b = Zeroizing::new(rpassword::prompt_password("again: ")?);
+    if a != b {
+        bail!("the passwords do not match");
+    }
+    if a.is_empty() {
+        bail!("an empty password is not allowed");
+    }
+    Ok(Secret::Password(a))
+}

@@ -1,0 +1,130 @@
+//! The `ballast` command line: one module per noun. Each command parses its
+//! arguments, calls the library and prints a table (or JSON with `--json`).
+
+mod backup;
+mod context;
+mod demo;
+mod forget;
+mod key;
+mod output;
+mod repo;
+mod restore;
+mod snapshots;
+
+use clap::{Parser, Subcommand};
+
+pub use context::GlobalArgs;
+
+/// Exit codes, documented in `docs/cli.md`.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    /// A backup was saved, but some files could not be read (see its warnings).
+    pub const PARTIAL: i32 = 3;
+    /// The location holds no repository, or does not exist.
+    pub const NO_REPOSITORY: i32 = 10;
+    /// No key of the repository opens with the password or key file given.
+    pub const WRONG_PASSWORD: i32 = 11;
+    /// `repo check` found damage.
+    pub const CHECK_FAILED: i32 = 12;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "ballast",
+    version,
+    about = "Backup and recovery for Kubernetes clusters: etcd, resources, volumes, applications",
+    long_about = "ballast backs up into a deduplicating, compressed, encrypted repository on a local \
+path or object storage (S3 and S3-compatibles, GCS, Azure Blob).\n\n\
+The repository comes from --repo or BALLAST_REPO; the password from BALLAST_PASSWORD, \
+BALLAST_PASSWORD_FILE, --key-file, or a prompt.",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 backup saved with unreadable files, \
+10 no repository, 11 wrong password, 12 check found damage."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, check, inspect and prune a repository
+    #[command(subcommand)]
+    Repo(repo::RepoCommand),
+    /// Manage the keys (passwords, key files) that open a repository
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Back up into the repository
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
+    /// List snapshots
+    Snapshots(snapshots::SnapshotsArgs),
+    /// List the files of a snapshot
+    Ls(snapshots::LsArgs),
+    /// Show what changed between two snapshots
+    Diff(snapshots::DiffArgs),
+    /// Restore a snapshot (or part of it) into a directory
+    Restore(restore::RestoreArgs),
+    /// Remove snapshots by a retention policy (data goes with `repo prune`)
+    Forget(forget::ForgetArgs),
+    /// Run a self-contained demonstration in a local directory
+    Demo(demo::DemoArgs),
+}
+
+/// Parses the process arguments, runs the command, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    context::init_logging(&cli.global);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", output::error_chain(&e));
+            exit_code(&e)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Repo(c) => repo::run(g, c),
+        Command::Key(c) => key::run(g, c),
+        Command::Backup(c) => backup::run(g, c),
+        Command::Snapshots(a) => snapshots::snapshots(g, a),
+        Command::Ls(a) => snapshots::ls(g, a),
+        Command::Diff(a) => snapshots::diff(g, a),
+        Command::Restore(a) => restore::run(g, a),
+        Command::Forget(a) => forget::run(g, a),
+        Command::Demo(a) => demo::run(g, a),
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> i32 {
+    use crate::repo::RepoError;
+    use crate::store::StoreError;
+    for cause in e.chain() {
+        if let Some(r) = cause.downcast_ref::<RepoError>() {
+            return match r {
+                RepoError::NotARepository { .. } | RepoError::Store(StoreError::NoSuchDirectory { .. }) => {
+                    exit::NO_REPOSITORY
+                }
+                RepoError::WrongSecret { .. } => exit::WRONG_PASSWORD,
+                _ => exit::FAILURE,
+            };
+        }
+        if let Some(StoreError::NoSuchDirectory { .. }) = cause.downcast_ref::<StoreError>() {
+            return exit::NO_REPOSITORY;
+        }
+    }
+    exit::FAILURE
+}

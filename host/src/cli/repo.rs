@@ -1,0 +1,233 @@
+//! `ballast repo init|check|stats|prune|repair-index`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::context::{new_password, GlobalArgs};
+use super::output::{self, bytes};
+use super::exit;
+use crate::repo::check::{self, CheckOptions};
+use crate::repo::keys::Secret;
+use crate::repo::prune::{self, PruneOptions};
+use crate::repo::Repository;
+use crate::store::{Location, Store, StoreOptions};
+
+#[derive(Subcommand)]
+pub enum RepoCommand {
+    /// Create a repository at an empty location
+    Init(InitArgs),
+    /// Verify the repository: structure, or every byte with --read-data
+    Check(CheckArgs),
+    /// Show sizes and counts
+    Stats,
+    /// Remove data no snapshot references (two-phase: mark, then delete after --grace)
+    Prune(PruneArgs),
+    /// Rebuild the index from the packs' trailers
+    RepairIndex,
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Make the first key a new key file written to this path (instead of a password)
+    #[arg(long, value_name = "PATH")]
+    new_key_file: Option<PathBuf>,
+    /// A label for the first key (who or what uses it)
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Also read every pack and verify every blob (decrypt and hash)
+    #[arg(long)]
+    read_data: bool,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// How long data stays marked before it is deleted; must exceed your longest backup
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    grace: std::time::Duration,
+    /// Repack packs with more than this percentage of unreferenced bytes
+    #[arg(long, default_value_t = 25.0)]
+    max_unused: f64,
+    /// Only report what would be done
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> Result<i32> {
+    match cmd {
+        RepoCommand::Init(a) => init(g, a),
+        RepoCommand::Check(a) => check(g, a),
+        RepoCommand::Stats => stats(g),
+        RepoCommand::Prune(a) => prune(g, a),
+        RepoCommand::RepairIndex => repair_index(g),
+    }
+}
+
+fn init(g: &GlobalArgs, a: InitArgs) -> Result<i32> {
+    let location = g.location()?;
+    if let Location::Local(path) = &location {
+        std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    let options = StoreOptions::parse(&g.store_options).map_err(anyhow::Error::msg)?;
+    let store = Store::connect(&location, &options)?;
+    let secret = match &a.new_key_file {
+        Some(path) => {
+            let (secret, text) = Secret::new_key_file();
+            write_private(path, text.as_bytes())?;
+            secret
+        }
+        None => match &g.key_file {
+            Some(path) => Secret::read_key_file(path).map_err(anyhow::Error::msg)?,
+            None => new_password("BALLAST_PASSWORD", g.password_file.as_deref())?,
+        },
+    };
+    let repo = Repository::init(store, &secret, &a.label)?;
+    if g.json {
+        output::json(&json!({ "location": location.to_string(), "id": repo.config().id }))?;
+    } else {
+        println!("created repository {} at {location}", repo.config().id);
+        println!("keep the password (or key file) safe: without it the data cannot be read");
+    }
+    Ok(exit::OK)
+}
+
+/// Writes a secret file readable by its owner only.
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create the key file {} (it must not exist yet)", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+fn check(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let progress = check::Progress::default();
+    let report = std::thread::scope(|s| {
+        let bar = output::bar(g.progress() && a.read_data, None, "{spinner} reading packs {msg}");
+        let work = s.spawn(|| check::check(&repo, &CheckOptions { read_data: a.read_data }, &progress));
+        while !work.is_finished() {
+            bar.set_message(format!(
+                "{}/{}",
+                progress.packs_done.load(Ordering::Relaxed),
+                progress.packs_total.load(Ordering::Relaxed)
+            ));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+        work.join().expect("check thread")
+    })?;
+    if g.json {
+        output::json(&report)?;
+    } else {
+        println!(
+            "{} snapshots, {} packs, {} index files, {} blobs{}",
+            report.snapshots,
+            report.packs,
+            report.index_files,
+            report.blobs,
+            if a.read_data { format!(", {} read and verified", bytes(report.bytes_read)) } else { String::new() }
+        );
+        if !report.unindexed_packs.is_empty() {
+            println!(
+                "note: {} packs are not indexed yet (left by an interrupted or running backup); the next backup reuses them, prune removes them",
+                report.unindexed_packs.len()
+            );
+        }
+        for p in &report.problems {
+            let affected = if p.snapshots.is_empty() {
+                "no snapshot affected".to_string()
+            } else {
+                format!("affects snapshots {}", p.snapshots.join(", "))
+            };
+            println!("error: {}: {} ({affected})", p.what, p.detail);
+        }
+        if report.ok() {
+            println!("no problems found");
+        } else {
+            println!("{} problems found", report.problems.len());
+        }
+    }
+    Ok(if report.ok() { exit::OK } else { exit::CHECK_FAILED })
+}
+
+fn stats(g: &GlobalArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let st = check::stats(&repo)?;
+    if g.json {
+        output::json(&st)?;
+    } else {
+        let mut t = output::table(&["", ""]);
+        t.add_row(vec!["snapshots".into(), st.snapshots.to_string()]);
+        t.add_row(vec!["size of all snapshots".into(), bytes(st.snapshot_bytes)]);
+        t.add_row(vec!["unique data (before compression)".into(), bytes(st.raw_bytes)]);
+        t.add_row(vec!["stored in packs".into(), bytes(st.pack_bytes)]);
+        t.add_row(vec!["packs".into(), st.packs.to_string()]);
+        t.add_row(vec!["blobs (data / tree)".into(), format!("{} / {}", st.data_blobs, st.tree_blobs)]);
+        t.add_row(vec!["index files".into(), st.index_files.to_string()]);
+        if st.pack_bytes > 0 {
+            t.add_row(vec![
+                "saving".into(),
+                format!("{:.1}x", st.snapshot_bytes as f64 / st.pack_bytes as f64),
+            ]);
+        }
+        println!("{t}");
+    }
+    Ok(exit::OK)
+}
+
+fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let opts = PruneOptions { grace: a.grace, max_unused: a.max_unused / 100.0, dry_run: a.dry_run };
+    let r = prune::prune(&repo, &opts)?;
+    if g.json {
+        output::json(&r)?;
+    } else {
+        let would = if r.dry_run { "would be " } else { "" };
+        println!("{} snapshots reference {} blobs in {} packs", r.snapshots, r.referenced_blobs, r.packs);
+        println!(
+            "deleted {} packs ({}) marked earlier; {} marked packs were referenced again and kept",
+            r.packs_deleted,
+            bytes(r.bytes_deleted),
+            r.packs_rescued
+        );
+        println!(
+            "{} packs {would}marked now ({}; {} of them repacked first); deleted by a prune after {}",
+            r.packs_marked,
+            bytes(r.bytes_marked),
+            r.packs_repacked,
+            humantime::format_duration(a.grace)
+        );
+        if r.packs_waiting > 0 {
+            println!("{} packs marked earlier wait for the grace period", r.packs_waiting);
+        }
+        println!("index files: {} -> {}", r.index_files_before, r.index_files_after);
+    }
+    Ok(exit::OK)
+}
+
+fn repair_index(g: &GlobalArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let (n, unreadable) = check::repair_index(&repo)?;
+    if g.json {
+        output::json(&json!({ "packs_indexed": n, "unreadable_packs": unreadable }))?;
+    } else {
+        println!("index rebuilt from {n} packs");
+        for u in &unreadable {
+            println!("warning: pack {u}");
+        }
+    }
+    Ok(if unreadable.is_empty() { exit::OK } else { exit::FAILURE })
+}

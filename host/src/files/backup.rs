@@ -1,0 +1,428 @@
+//! Backing up directory trees.
+//!
+//! One walker thread reads directories depth first and builds the trees; files to read
+//! go to a pool of reader threads that chunk and hash them and hand new chunks to the
+//! [`Saver`]. A file whose size, mtime and inode match the parent snapshot is not read
+//! at all: its content list is taken over. Files that vanish, change while read or
+//! cannot be read are reported in the snapshot's warnings; the backup goes on.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::exclude::Excludes;
+use super::metadata;
+use crate::repo::blob::{BlobId, BlobKind};
+use crate::repo::chunker::{self, StreamKind};
+use crate::repo::index::Locations;
+use crate::repo::saver::{load_known, Saver};
+use crate::repo::snapshot::{self, Snapshot, SnapshotId, Source, Warning};
+use crate::repo::tree::{Node, NodeKind, Tree};
+use crate::repo::{RepoError, Repository, Result};
+
+/// Which snapshot to compare against for the unchanged-file shortcut.
+#[derive(Debug, Clone, Default)]
+pub enum Parent {
+    /// The newest snapshot of the same paths from this host.
+    #[default]
+    Latest,
+    None,
+    Id(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub excludes: Vec<String>,
+    pub tags: Vec<String>,
+    pub parent: Parent,
+    /// Read and chunk every file even if the parent says it is unchanged.
+    pub force_reread: bool,
+    /// Do not cross into other file systems below the given paths.
+    pub one_file_system: bool,
+    /// Reader threads (0: one per core).
+    pub readers: usize,
+    /// Host name to record (default: this machine's).
+    pub host: Option<String>,
+}
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_seen: AtomicU64,
+}
+
+pub struct BackupOutcome {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+}
+
+enum FileResult {
+    Stored { content: Vec<BlobId>, size: u64, warning: Option<String> },
+    Skipped(String),
+}
+
+struct ReadJob {
+    path: PathBuf,
+    before: fs::Metadata,
+    reply: Sender<Result<FileResult>>,
+}
+
+struct Walk<'a> {
+    repo: &'a Repository,
+    saver: &'a Saver,
+    trees: &'a Locations,
+    excludes: Excludes,
+    jobs: Sender<ReadJob>,
+    force_reread: bool,
+    root_devices: Vec<u64>,
+    one_file_system: bool,
+    warnings: Mutex<Vec<Warning>>,
+    progress: &'a Progress,
+    files: u64,
+    dirs: u64,
+    files_new: u64,
+    files_changed: u64,
+    files_unmodified: u64,
+    total_bytes: u64,
+}
+
+impl Walk<'_> {
+    fn warn(&self, path: &Path, message: impl Into<String>) {
+        let message = message.into();
+        tracing::warn!("{}: {message}", path.display());
+        self.warnings.lock().unwrap().push(Warning { path: path.display().to_string(), message });
+    }
+
+    fn load_parent(&self, id: Option<&BlobId>) -> Option<Tree> {
+        let id = id?;
+        match Tree::load(self.repo, self.trees, id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("parent tree {} unreadable, reading files afresh: {e}", id.short());
+                None
+            }
+        }
+    }
+
+    /// Builds the node for one path; `None` if it is excluded or vanished. A file to
+    /// read comes back with a receiver for its content.
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        parent: Option<&Node>,
+    ) -> Result<Option<(Node, Option<Receiver<Result<FileResult>>>)>> {
+        if self.excludes.matches(path) {
+            return Ok(None);
+        }
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(path, format!("vanished before it could be read: {e}"));
+                return Ok(None);
+            }
+        };
+        let mut node = metadata::node_from(name, &meta);
+        let mut pending = None;
+        match node.kind {
+            NodeKind::Dir => {
+                self.dirs += 1;
+                let crosses = self.one_file_system && !self.root_devices.contains(&meta.dev());
+                let parent_tree = self.load_parent(parent.and_then(|p| p.subtree.as_ref()));
+                node.subtree = Some(if crosses {
+                    Tree::default().save(self.saver)?
+                } else {
+                    self.dir(path, parent_tree.as_ref())?
+                });
+            }
+            NodeKind::File => {
+                self.files += 1;
+                self.total_bytes += node.size;
+                self.progress.bytes_seen.fetch_add(node.size, Ordering::Relaxed);
+                match parent {
+                    Some(p) if !self.force_reread && metadata::unchanged(p, &node) => {
+                        node.content = p.content.clone();
+                        self.files_unmodified += 1;
+                        self.progress.files.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        if parent.is_some() {
+                            self.files_changed += 1;
+                        } else {
+                            self.files_new += 1;
+                        }
+                        let (tx, rx) = bounded(1);
+                        self.jobs
+                            .send(ReadJob { path: path.to_path_buf(), before: meta, reply: tx })
+                            .map_err(|_| self.saver.check().err().unwrap_or(RepoError::Interrupted))?;
+                        pending = Some(rx);
+                    }
+                }
+            }
+            NodeKind::Symlink => match fs::read_link(path) {
+                Ok(t) => node.target = Some(t.as_os_str().as_bytes().to_vec()),
+                Err(e) => {
+                    self.warn(path, format!("cannot read the symlink: {e}"));
+                    return Ok(None);
+                }
+            },
+            _ => {}
+        }
+        Ok(Some((node, pending)))
+    }
+
+    /// Backs up one directory; returns its tree id.
+    fn dir(&mut self, dir: &Path, parent: Option<&Tree>) -> Result<BlobId> {
+        let mut names: Vec<OsString> = match fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(e) => {
+                self.warn(dir, format!("cannot list the directory: {e}"));
+                vec![]
+            }
+        };
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut nodes = Vec::with_capacity(names.len());
+        let mut pending = Vec::new();
+        for name in names {
+            let path = dir.join(&name);
+            let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
+            if let Some((node, rx)) = self.entry(&path, name.as_bytes(), parent_node)? {
+                if let Some(rx) = rx {
+                    pending.push((nodes.len(), path, rx));
+                }
+                nodes.push(node);
+            }
+        }
+        let mut dropped = Vec::new();
+        for (i, path, rx) in pending {
+            match rx.recv().map_err(|_| self.saver.check().err().unwrap_or(RepoError::Interrupted))?? {
+                FileResult::Stored { content, size, warning } => {
+                    nodes[i].content = content;
+                    nodes[i].size = size;
+                    if let Some(w) = warning {
+                        self.warn(&path, w);
+                    }
+                }
+                FileResult::Skipped(why) => {
+                    self.warn(&path, why);
+                    dropped.push(i);
+                }
+            }
+        }
+        for i in dropped.into_iter().rev() {
+            nodes.remove(i);
+        }
+        Tree { nodes }.save(self.saver)
+    }
+}
+
+/// What the walk counted, once it is over.
+struct Counts {
+    files: u64,
+    dirs: u64,
+    files_new: u64,
+    files_changed: u64,
+    files_unmodified: u64,
+    total_bytes: u64,
+    warnings: Vec<Warning>,
+}
+
+/// Reads, chunks and hashes one file.
+fn read_file(saver: &Saver, job: &ReadJob, progress: &Progress) -> Result<FileResult> {
+    let path = &job.path;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(FileResult::Skipped("vanished before it could be read".into()))
+        }
+        Err(e) => return Ok(FileResult::Skipped(format!("cannot open: {e}"))),
+    };
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    for chunk in chunker::chunks(file, StreamKind::Files) {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return Ok(FileResult::Skipped(format!("read error: {e}"))),
+        };
+        size += chunk.len() as u64;
+        progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        content.push(saver.save(BlobKind::Data, chunk)?);
+    }
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    let warning = match fs::symlink_metadata(path) {
+        Err(_) => Some("vanished while it was being read; the content read so far is kept".into()),
+        Ok(after)
+            if after.len() != job.before.len()
+                || after.mtime() != job.before.mtime()
+                || after.mtime_nsec() != job.before.mtime_nsec()
+                || size != job.before.len() =>
+        {
+            Some(format!(
+                "changed while it was being read (size {} -> {}); the stored copy may mix old and new content",
+                job.before.len(),
+                after.len()
+            ))
+        }
+        Ok(_) => None,
+    };
+    Ok(FileResult::Stored { content, size, warning })
+}
+
+fn reader_loop(saver: &Saver, jobs: Receiver<ReadJob>, progress: &Progress) {
+    for job in jobs {
+        let r = if saver.check().is_err() { Err(RepoError::Interrupted) } else { read_file(saver, &job, progress) };
+        let _ = job.reply.send(r);
+    }
+}
+
+fn choose_parent(repo: &Repository, opts: &BackupOptions, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+    match &opts.parent {
+        Parent::None => Ok(None),
+        Parent::Id(spec) => snapshot::find(repo, spec).map(Some),
+        Parent::Latest => Ok(snapshot::list(repo)?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.host == host && s.source.kind == "path" && s.source.paths == paths)),
+    }
+}
+
+/// Backs up the given paths and writes the snapshot record.
+pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
+    let started = std::time::Instant::now();
+    if opts.paths.is_empty() {
+        return Err(RepoError::Invalid("no path to back up".into()));
+    }
+    let mut paths = Vec::new();
+    for p in &opts.paths {
+        let abs = std::path::absolute(p).map_err(|e| RepoError::io(p, e))?;
+        fs::symlink_metadata(&abs).map_err(|e| RepoError::io(&abs, e))?;
+        paths.push(abs);
+    }
+    let mut basenames: Vec<&[u8]> = paths.iter().map(|p| p.file_name().map(|n| n.as_bytes()).unwrap_or(b"root")).collect();
+    basenames.sort();
+    if paths.len() > 1 && basenames.windows(2).any(|w| w[0] == w[1]) {
+        return Err(RepoError::Invalid(
+            "two of the paths have the same final name; back them up separately or list their parent".into(),
+        ));
+    }
+    let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let host = opts.host.clone().unwrap_or_else(crate::sysinfo::hostname);
+    let parent = choose_parent(repo, opts, &host, &path_strings)?;
+    let excludes = Excludes::new(&opts.excludes).map_err(RepoError::Invalid)?;
+
+    let known = load_known(repo)?;
+    let saver = Saver::start(repo, known.blobs, known.adopted);
+    let readers = if opts.readers == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)
+    } else {
+        opts.readers
+    };
+    let (job_tx, job_rx) = bounded::<ReadJob>(readers * 4);
+    let root_devices = paths.iter().filter_map(|p| fs::metadata(p).ok().map(|m| m.dev())).collect();
+
+    let walked = std::thread::scope(|scope| {
+        for i in 0..readers {
+            let (rx, saver) = (job_rx.clone(), &saver);
+            std::thread::Builder::new()
+                .name(format!("ballast-read-{i}"))
+                .spawn_scoped(scope, move || reader_loop(saver, rx, progress))
+                .expect("spawning a reader thread");
+        }
+        drop(job_rx);
+        let mut walk = Walk {
+            repo,
+            saver: &saver,
+            trees: &known.trees,
+            excludes,
+            jobs: job_tx,
+            force_reread: opts.force_reread,
+            root_devices,
+            one_file_system: opts.one_file_system,
+            warnings: Mutex::default(),
+            progress,
+            files: 0,
+            dirs: 0,
+            files_new: 0,
+            files_changed: 0,
+            files_unmodified: 0,
+            total_bytes: 0,
+        };
+        let parent_root = parent.as_ref().and_then(|(_, s)| walk.load_parent(Some(&s.root)));
+        let root = if paths.len() == 1 && fs::metadata(&paths[0]).map(|m| m.is_dir()).unwrap_or(false) {
+            walk.dir(&paths[0], parent_root.as_ref())
+        } else {
+            // Several paths (or one file): the root lists each by its final name.
+            let mut nodes = Vec::new();
+            let mut pending = Vec::new();
+            for p in &paths {
+                let name = p.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"root".to_vec());
+                let pnode = parent_root.as_ref().and_then(|t| t.find(&name));
+                if let Some((node, rx)) = walk.entry(p, &name, pnode)? {
+                    if let Some(rx) = rx {
+                        pending.push((nodes.len(), rx));
+                    }
+                    nodes.push(node);
+                }
+            }
+            for (i, rx) in pending {
+                match rx.recv().map_err(|_| RepoError::Interrupted)?? {
+                    FileResult::Stored { content, size, warning } => {
+                        nodes[i].content = content;
+                        nodes[i].size = size;
+                        if let Some(w) = warning {
+                            walk.warn(&paths[i], w);
+                        }
+                    }
+                    FileResult::Skipped(why) => return Err(RepoError::Invalid(format!("{}: {why}", paths[i].display()))),
+                }
+            }
+            Tree { nodes }.save(&saver)
+        };
+        drop(std::mem::replace(&mut walk.jobs, bounded(0).0));
+        let counts = Counts {
+            files: walk.files,
+            dirs: walk.dirs,
+            files_new: walk.files_new,
+            files_changed: walk.files_changed,
+            files_unmodified: walk.files_unmodified,
+            total_bytes: walk.total_bytes,
+            warnings: walk.warnings.into_inner().unwrap(),
+        };
+        root.map(|r| (r, counts))
+    });
+    let (root, walk) = walked?;
+    let stats = saver.finish()?;
+
+    let mut snap = Snapshot::new(Source { kind: "path".into(), paths: path_strings, meta: Default::default() }, root);
+    snap.host = host;
+    snap.tags = opts.tags.clone();
+    snap.parent = parent.map(|(id, _)| id);
+    snap.warnings = walk.warnings;
+    let s = &mut snap.summary;
+    s.files = walk.files;
+    s.dirs = walk.dirs;
+    s.files_new = walk.files_new;
+    s.files_changed = walk.files_changed;
+    s.files_unmodified = walk.files_unmodified;
+    s.total_bytes = walk.total_bytes;
+    s.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
+    s.blobs_new = stats.blobs_new;
+    s.bytes_new = stats.bytes_new;
+    s.bytes_stored = stats.bytes_stored;
+    s.packs_uploaded = stats.packs_uploaded;
+    s.seconds = started.elapsed().as_secs_f64();
+    let id = snap.save(repo)?;
+    Ok(BackupOutcome { id, snapshot: snap })
+}
+
+/// Shared handle type for callers that show progress from another thread.
+pub type SharedProgress = Arc<Progress>;

@@ -1,0 +1,146 @@
+//! Blobs: the unit of deduplication. A blob is a chunk of a stream (data) or an
+//! encoded directory listing (tree). Stored, a blob is compressed when that pays, then
+//! sealed: `seal(tag || body)` where tag 0 means raw and tag 1 means
+//! `raw_len (u32 LE) || zstd frame`.
+
+use std::cell::RefCell;
+
+use serde::{Deserialize, Serialize};
+
+use super::crypto::Keys;
+
+super::id::define_id!(
+    /// The identity of a blob: keyed BLAKE3 of its plaintext.
+    BlobId
+);
+
+impl BlobId {
+    /// The first 16 bytes, enough to tell blobs apart in memory-lean sets.
+    pub fn prefix(&self) -> u128 {
+        u128::from_le_bytes(self.0[..16].try_into().unwrap())
+    }
+}
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BlobKind {
+    Data,
+    Tree,
+}
+
+const RAW: u8 = 0;
+const ZSTD: u8 = 1;
+
+/// Below this many bytes compression is not worth a try.
+const MIN_COMPRESS: usize = 128;
+
+thread_local! {
+    static COMPRESSOR: RefCell<zstd::bulk::Compressor<'static>> =
+        RefCell::new(zstd::bulk::Compressor::new(1).expect("zstd level 1"));
+}
+
+/// Compresses (when it pays) and seals a blob's plaintext, appending to `out`.
+pub fn seal_into(keys: &Keys, plaintext: &[u8], out: &mut Vec<u8>) {
+    let body = compress(plaintext);
+    match body {
+        Some(compressed) => {
+            let mut framed = Vec::with_capacity(compressed.len() + 5);
+            framed.push(ZSTD);
+            framed.extend_from_slice(&(plaintext.len() as u32).to_le_bytes());
+            framed.extend_from_slice(&compressed);
+            keys.cipher.seal_into(&framed, out);
+        }
+        None => {
+            let mut framed = Vec::with_capacity(plaintext.len() + 1);
+            framed.push(RAW);
+            framed.extend_from_slice(plaintext);
+            keys.cipher.seal_into(&framed, out);
+        }
+    }
+}
+
+/// zstd level 1, or `None` when the data does not shrink by at least 3%. Large
+/// chunks are sampled first so that random or already-compressed data costs one small
+/// trial instead of a full pass.
+fn compress(plaintext: &[u8]) -> Option<Vec<u8>> {
+    if plaintext.len() < MIN_COMPRESS {
+        return None;
+    }
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        const SAMPLE: usize = 16 * 1024;
+        if plaintext.len() > 4 * SAMPLE {
+            let mid = plaintext.len() / 2;
+            let sample = &plaintext[mid - SAMPLE / 2..mid + SAMPLE / 2];
+            let trial = c.compress(sample).ok()?;
+            if trial.len() * 100 > sample.len() * 95 {
+                return None;
+            }
+        }
+        let out = c.compress(plaintext).ok()?;
+        (out.len() * 100 <= plaintext.len() * 97).then_some(out)
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {0} is damaged: it fails authentication (a flipped or missing byte, or another repository's data)")]
+    Authentication(String),
+    #[error("blob {0} is damaged: {1}")]
+    Format(String, String),
+    #[error("blob {0} is damaged: its content does not hash to its id")]
+    HashMismatch(String),
+}
+
+/// Opens a sealed blob, decompresses it and checks that it hashes to `id`.
+pub fn open(keys: &Keys, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>, BlobError> {
+    let framed = keys.cipher.open(sealed).map_err(|_| BlobError::Authentication(id.to_string()))?;
+    let plaintext = match framed.first() {
+        Some(&RAW) => framed[1..].to_vec(),
+        Some(&ZSTD) if framed.len() >= 5 => {
+            let raw_len = u32::from_le_bytes(framed[1..5].try_into().unwrap()) as usize;
+            zstd::bulk::decompress(&framed[5..], raw_len)
+                .map_err(|e| BlobError::Format(id.to_string(), format!("zstd: {e}")))?
+        }
+        _ => return Err(BlobError::Format(id.to_string(), "unknown encoding tag".into())),
+    };
+    if keys.blob_id(&plaintext) != id.0 {
+        return Err(BlobError::HashMismatch(id.to_string()));
+    }
+    Ok(plaintext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::crypto::MasterKey;
+
+    #[test]
+    fn compressible_and_incompressible_round_trip() {
+        let keys = MasterKey::generate().derive();
+        let text: Vec<u8> = (0..200_000).map(|i| b"apiVersion: v1\nkind: Pod\n"[i % 25]).collect();
+        let random: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for data in [&text, &random, &b"tiny".to_vec()] {
+            let id = BlobId(keys.blob_id(data));
+            let mut sealed = Vec::new();
+            seal_into(&keys, data, &mut sealed);
+            assert_eq!(&open(&keys, &id, &sealed).unwrap(), data);
+        }
+        let mut sealed = Vec::new();
+        seal_into(&keys, &text, &mut sealed);
+        assert!(sealed.len() < text.len() / 10, "text should compress: {}", sealed.len());
+    }
+
+    #[test]
+    fn wrong_id_or_flipped_byte_is_refused() {
+        let keys = MasterKey::generate().derive();
+        let data = b"some data that matters".repeat(20);
+        let id = BlobId(keys.blob_id(&data));
+        let mut sealed = Vec::new();
+        seal_into(&keys, &data, &mut sealed);
+        let other = BlobId(keys.blob_id(b"other"));
+        assert!(matches!(open(&keys, &other, &sealed), Err(BlobError::HashMismatch(_))));
+        sealed[15] ^= 0x40;
+        assert!(matches!(open(&keys, &id, &sealed), Err(BlobError::Authentication(_))));
+    }
+}

@@ -1,0 +1,263 @@
+//! `repo check`: structure (config, keys, index vs packs, every snapshot's trees and
+//! blobs reachable) and, with `read_data`, every byte (each pack hashed against its
+//! name, every blob decrypted and hashed against its id). Problems name the pack and
+//! the snapshots they affect.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use super::blob::{self, BlobKind};
+use super::index::{self, IndexPack, Locations};
+use super::pack::{self, PackId};
+use super::snapshot::{self, SnapshotId};
+use super::tree;
+use super::{Repository, Result};
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    pub read_data: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub packs_done: AtomicU64,
+    pub packs_total: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub what: String,
+    pub detail: String,
+    /// Short ids of the snapshots that cannot be fully restored because of it.
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub index_files: usize,
+    pub blobs: usize,
+    pub bytes_read: u64,
+    /// Packs no index lists: left by an interrupted or running backup. Not an error:
+    /// the next backup adopts them, or prune removes them.
+    pub unindexed_packs: Vec<String>,
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let listed: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    report.packs = listed.len();
+
+    // Index against packs.
+    let mut indexed: HashMap<PackId, IndexPack> = HashMap::new();
+    let mut locations = Locations::default();
+    let keys = index::for_each(repo, |_, file| {
+        for p in file.packs {
+            locations.add_pack(&p, &mut |_, _| true);
+            indexed.insert(p.id, p);
+        }
+    })?;
+    report.index_files = keys.len();
+    report.blobs = locations.len();
+    let mut bad_packs: HashMap<PackId, (String, String)> = HashMap::new();
+    for (id, p) in &indexed {
+        match listed.get(id) {
+            None => {
+                bad_packs.insert(*id, (format!("pack {id}"), "the index lists it but it is missing".into()));
+            }
+            Some(&size) if size != p.size => {
+                bad_packs.insert(
+                    *id,
+                    (format!("pack {id}"), format!("it has {size} bytes, the index says {} (truncated or replaced)", p.size)),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    report.unindexed_packs = listed.keys().filter(|id| !indexed.contains_key(id)).map(|id| id.to_string()).collect();
+    report.unindexed_packs.sort();
+
+    // Snapshots: every tree readable, every blob indexed; remember which packs each uses.
+    let snaps = snapshot::list(repo)?;
+    report.snapshots = snaps.len();
+    let mut uses: Vec<(SnapshotId, HashSet<u32>)> = Vec::new();
+    let mut problems = Vec::new();
+    for (sid, s) in &snaps {
+        let mut packs_used = HashSet::new();
+        let mut missing = BTreeSet::new();
+        let mut note = |id: &blob::BlobId, packs_used: &mut HashSet<u32>| match locations.get(id) {
+            Some(l) => {
+                packs_used.insert(l.pack);
+            }
+            None => {
+                missing.insert(id.to_string());
+            }
+        };
+        note(&s.root, &mut packs_used);
+        let walked = tree::walk(repo, &locations, &s.root, &mut |_, node| {
+            for id in node.content.iter().chain(node.subtree.iter()) {
+                note(id, &mut packs_used);
+            }
+            Ok(())
+        });
+        if let Err(e) = walked {
+            problems.push(Problem {
+                what: format!("snapshot {}", sid.short()),
+                detail: format!("its trees cannot be read: {e}"),
+                snapshots: vec![sid.short()],
+            });
+        }
+        if !missing.is_empty() {
+            let first = missing.iter().next().cloned().unwrap_or_default();
+            problems.push(Problem {
+                what: format!("snapshot {}", sid.short()),
+                detail: format!(
+                    "{} blobs it references are in no index (first: {first}); if packs hold them, `ballast repo repair-index` restores the index",
+                    missing.len()
+                ),
+                snapshots: vec![sid.short()],
+            });
+        }
+        uses.push((*sid, packs_used));
+    }
+
+    // Every byte.
+    if opts.read_data {
+        let ids: Vec<PackId> = listed.keys().copied().collect();
+        progress.packs_total.store(ids.len() as u64, Ordering::Relaxed);
+        for batch in ids.chunks(4) {
+            let keys: Vec<String> = batch.iter().map(pack::key).collect();
+            for (id, r) in batch.iter().zip(repo.store().get_many(&keys, 4)) {
+                progress.packs_done.fetch_add(1, Ordering::Relaxed);
+                let bytes = match r {
+                    Ok(b) => b,
+                    Err(e) => {
+                        bad_packs.insert(*id, (format!("pack {id}"), format!("cannot be read: {e}")));
+                        continue;
+                    }
+                };
+                report.bytes_read += bytes.len() as u64;
+                if let Err(detail) = verify_pack(repo, id, &bytes, indexed.get(id)) {
+                    bad_packs.insert(*id, (format!("pack {id}"), detail));
+                }
+            }
+        }
+    }
+
+    // Name the snapshots each bad pack affects.
+    let mut bad: Vec<_> = bad_packs.into_iter().collect();
+    bad.sort_by(|a, b| a.0.cmp(&b.0));
+    for (pack_id, (what, detail)) in bad {
+        let affected: Vec<String> = uses
+            .iter()
+            .filter(|(_, packs)| packs.iter().any(|n| locations.pack(*n) == pack_id))
+            .map(|(sid, _)| sid.short())
+            .collect();
+        problems.push(Problem { what, detail, snapshots: affected });
+    }
+    report.problems = problems;
+    Ok(report)
+}
+
+/// Hashes a whole pack against its name and opens every blob in it.
+fn verify_pack(repo: &Repository, id: &PackId, bytes: &[u8], indexed: Option<&IndexPack>) -> Result<(), String> {
+    let actual = blake3::hash(bytes);
+    let name_ok = actual.as_bytes() == &id.0;
+    let entries = match pack::parse_whole(repo.keys(), id, bytes) {
+        Ok(e) => e,
+        Err(e) => return Err(format!("{e}")),
+    };
+    let mut damaged = 0;
+    let mut first = None;
+    for e in &entries {
+        let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+        if let Err(err) = blob::open(repo.keys(), &e.id, sealed) {
+            damaged += 1;
+            first.get_or_insert_with(|| err.to_string());
+        }
+    }
+    if let Some(p) = indexed {
+        if p.blobs.len() != entries.len() {
+            return Err(format!("its trailer lists {} blobs, the index {}", entries.len(), p.blobs.len()));
+        }
+    }
+    match (damaged, name_ok) {
+        (0, true) => Ok(()),
+        (0, false) => Err("its content does not hash to its name (a damaged byte outside the blobs?)".into()),
+        (n, _) => Err(format!("{n} of {} blobs are damaged; first: {}", entries.len(), first.unwrap_or_default())),
+    }
+}
+
+/// `repo repair-index`: rebuilds the index from the packs' trailers and replaces every
+/// index file. Returns (packs indexed, packs unreadable).
+pub fn repair_index(repo: &Repository) -> Result<(usize, Vec<String>)> {
+    let old_keys: Vec<String> = repo.store().list(index::PREFIX)?.into_iter().map(|o| o.key).collect();
+    let mut packs = Vec::new();
+    let mut unreadable = Vec::new();
+    for (id, size) in repo.list_packs()? {
+        match repo.read_pack_trailer(&id, size) {
+            Ok(p) => packs.push(p),
+            Err(e) => unreadable.push(format!("{}: {e}", id.short())),
+        }
+    }
+    let n = packs.len();
+    index::write(repo, &index::IndexFile { packs, supersedes: old_keys.clone() })?;
+    for k in old_keys {
+        repo.store().delete(&k)?;
+    }
+    Ok((n, unreadable))
+}
+
+/// Counts for `repo stats`.
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub pack_bytes: u64,
+    pub blobs: usize,
+    pub data_blobs: usize,
+    pub tree_blobs: usize,
+    /// Plaintext bytes of all blobs (each stored once).
+    pub raw_bytes: u64,
+    /// Sum of the sizes of all snapshots, as if nothing were deduplicated.
+    pub snapshot_bytes: u64,
+    pub index_files: usize,
+}
+
+pub fn stats(repo: &Repository) -> Result<Stats> {
+    let mut st = Stats::default();
+    let mut seen = HashSet::new();
+    let keys = index::for_each(repo, |_, file| {
+        for p in &file.packs {
+            for b in &p.blobs {
+                if seen.insert((b.kind, b.id)) {
+                    st.raw_bytes += b.raw_len as u64;
+                    match b.kind {
+                        BlobKind::Data => st.data_blobs += 1,
+                        BlobKind::Tree => st.tree_blobs += 1,
+                    }
+                }
+            }
+        }
+    })?;
+    st.index_files = keys.len();
+    st.blobs = st.data_blobs + st.tree_blobs;
+    for (_, size) in repo.list_packs()? {
+        st.packs += 1;
+        st.pack_bytes += size;
+    }
+    let snaps = snapshot::list(repo)?;
+    st.snapshots = snaps.len();
+    st.snapshot_bytes = snaps.iter().map(|(_, s)| s.summary.total_bytes).sum();
+    Ok(st)
+}

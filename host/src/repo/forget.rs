@@ -1,0 +1,206 @@
+//! Retention: which snapshots a `--keep-*` policy keeps. Snapshots are grouped (by
+//! host, tags and source by default) and the policy applies to each group separately.
+//! The rules follow restic's, which platform teams already know: each rule keeps the
+//! newest snapshot of each of its last N periods, and a snapshot kept by any rule is
+//! kept.
+
+use std::collections::BTreeMap;
+
+use jiff::tz::TimeZone;
+use serde::Serialize;
+
+use super::snapshot::{Snapshot, SnapshotId};
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    /// Keep everything this much younger than the newest snapshot of the group.
+    pub within: Option<std::time::Duration>,
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        self.last.is_none()
+            && self.hourly.is_none()
+            && self.daily.is_none()
+            && self.weekly.is_none()
+            && self.monthly.is_none()
+            && self.yearly.is_none()
+            && self.within.is_none()
+    }
+}
+
+/// What snapshots are grouped by.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupBy {
+    pub host: bool,
+    pub tags: bool,
+    pub source: bool,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Result<GroupBy, String> {
+        let mut g = GroupBy { host: false, tags: false, source: false };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "host" => g.host = true,
+                "tags" => g.tags = true,
+                "source" | "paths" => g.source = true,
+                other => return Err(format!("unknown --group-by field `{other}`: use host, tags, source")),
+            }
+        }
+        Ok(g)
+    }
+
+    pub fn key(&self, s: &Snapshot) -> String {
+        let mut parts = vec![];
+        if self.host {
+            parts.push(format!("host={}", s.host));
+        }
+        if self.tags {
+            let mut t = s.tags.clone();
+            t.sort();
+            parts.push(format!("tags={}", t.join(",")));
+        }
+        if self.source {
+            parts.push(format!("{}={}", s.source.kind, s.source.paths.join(",")));
+        }
+        parts.join(" ")
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub id: String,
+    pub time: jiff::Timestamp,
+    pub group: String,
+    pub keep: bool,
+    pub reasons: Vec<String>,
+}
+
+/// Applies the policy to every group; decisions come newest first within each group.
+pub fn decide(policy: &Policy, group_by: GroupBy, snapshots: &[(SnapshotId, Snapshot)], tz: &TimeZone) -> Vec<Decision> {
+    let mut groups: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
+    for s in snapshots {
+        groups.entry(group_by.key(&s.1)).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (group, mut snaps) in groups {
+        snaps.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+        out.extend(decide_group(policy, &group, &snaps, tz));
+    }
+    out
+}
+
+fn decide_group(policy: &Policy, group: &str, snaps: &[&(SnapshotId, Snapshot)], tz: &TimeZone) -> Vec<Decision> {
+    type Bucket = fn(&jiff::Zoned) -> String;
+    let rules: [(&str, Option<u32>, Bucket); 5] = [
+        ("hourly", policy.hourly, |z| z.strftime("%Y-%m-%d %H").to_string()),
+        ("daily", policy.daily, |z| z.strftime("%Y-%m-%d").to_string()),
+        ("weekly", policy.weekly, |z| z.strftime("%G-W%V").to_string()),
+        ("monthly", policy.monthly, |z| z.strftime("%Y-%m").to_string()),
+        ("yearly", policy.yearly, |z| z.strftime("%Y").to_string()),
+    ];
+    let mut left: Vec<Option<u32>> = rules.iter().map(|r| r.1).collect();
+    let mut last_bucket: Vec<Option<String>> = vec![None; rules.len()];
+    let newest = snaps.first().map(|s| s.1.time);
+    let mut out = Vec::new();
+    for (i, (id, s)) in snaps.iter().map(|x| (&x.0, &x.1)).enumerate() {
+        let mut reasons = vec![];
+        if policy.last.is_some_and(|n| (i as u32) < n) {
+            reasons.push("last".to_string());
+        }
+        if let (Some(within), Some(newest)) = (policy.within, newest) {
+            if newest.duration_since(s.time).unsigned_abs() <= within {
+                reasons.push("within".to_string());
+            }
+        }
+        let z = s.time.to_zoned(tz.clone());
+        for (r, rule) in rules.iter().enumerate() {
+            let Some(n) = left[r] else { continue };
+            if n == 0 {
+                continue;
+            }
+            let b = (rule.2)(&z);
+            if last_bucket[r].as_deref() != Some(b.as_str()) {
+                last_bucket[r] = Some(b);
+                left[r] = Some(n - 1);
+                reasons.push(rule.0.to_string());
+            }
+        }
+        out.push(Decision { id: id.to_string(), time: s.time, group: group.to_string(), keep: !reasons.is_empty(), reasons });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::blob::BlobId;
+    use crate::repo::snapshot::Source;
+
+    fn snap(n: u8, time: &str, host: &str) -> (SnapshotId, Snapshot) {
+        let mut s = Snapshot::new(Source { kind: "path".into(), paths: vec!["/d".into()], meta: Default::default() }, BlobId([0; 32]));
+        s.time = time.parse().unwrap();
+        s.host = host.into();
+        (SnapshotId([n; 32]), s)
+    }
+
+    fn kept(d: &[Decision]) -> Vec<String> {
+        d.iter().filter(|d| d.keep).map(|d| d.id[..2].to_string()).collect()
+    }
+
+    #[test]
+    fn daily_keeps_newest_of_each_day() {
+        let snaps = vec![
+            snap(1, "2026-01-01T08:00:00Z", "a"),
+            snap(2, "2026-01-01T20:00:00Z", "a"),
+            snap(3, "2026-01-02T08:00:00Z", "a"),
+            snap(4, "2026-01-03T08:00:00Z", "a"),
+        ];
+        let p = Policy { daily: Some(2), ..Default::default() };
+        let d = decide(&p, GroupBy::parse("host").unwrap(), &snaps, &TimeZone::UTC);
+        assert_eq!(kept(&d), vec!["04", "03"]);
+        let p = Policy { daily: Some(3), ..Default::default() };
+        let d = decide(&p, GroupBy::parse("host").unwrap(), &snaps, &TimeZone::UTC);
+        assert_eq!(kept(&d), vec!["04", "03", "02"]);
+    }
+
+    #[test]
+    fn last_within_and_groups() {
+        let snaps = vec![
+            snap(1, "2026-01-01T00:00:00Z", "a"),
+            snap(2, "2026-01-05T00:00:00Z", "a"),
+            snap(3, "2026-01-06T00:00:00Z", "a"),
+            snap(4, "2026-01-01T00:00:00Z", "b"),
+        ];
+        let p = Policy { last: Some(1), within: Some(std::time::Duration::from_secs(2 * 86400)), ..Default::default() };
+        let d = decide(&p, GroupBy::parse("host").unwrap(), &snaps, &TimeZone::UTC);
+        assert_eq!(kept(&d), vec!["03", "02", "04"]);
+        let r = &d.iter().find(|d| d.id.starts_with("03")).unwrap().reasons;
+        assert_eq!(r, &vec!["last".to_string(), "within".to_string()]);
+        assert!(GroupBy::parse("host,colour").is_err());
+    }
+
+    #[test]
+    fn weekly_monthly_yearly() {
+        let snaps = vec![
+            snap(1, "2025-06-01T00:00:00Z", "a"),
+            snap(2, "2026-01-05T00:00:00Z", "a"),
+            snap(3, "2026-01-06T00:00:00Z", "a"),
+            snap(4, "2026-02-20T00:00:00Z", "a"),
+        ];
+        let g = GroupBy::parse("host").unwrap();
+        let d = decide(&Policy { weekly: Some(2), ..Default::default() }, g, &snaps, &TimeZone::UTC);
+        assert_eq!(kept(&d), vec!["04", "03"]);
+        let d = decide(&Policy { monthly: Some(5), ..Default::default() }, g, &snaps, &TimeZone::UTC);
+        assert_eq!(kept(&d), vec!["04", "03", "01"]);
+        let d = decide(&Policy { yearly: Some(5), ..Default::default() }, g, &snaps, &TimeZone::UTC);
+        assert_eq!(kept(&d), vec!["04", "01"]);
+    }
+}

@@ -1,0 +1,253 @@
+//! The repository: a deduplicating, compressing, encrypting store of snapshots on top
+//! of an object store. See `docs/repository-format.md` for the format.
+//!
+//! | object            | what it holds                                              |
+//! |-------------------|------------------------------------------------------------|
+//! | `config`          | format marker and repository id (not secret)               |
+//! | `keys/<id>`       | the master key wrapped for one password or key file        |
+//! | `data/xx/<pack>`  | packs of sealed blobs with a sealed trailer                |
+//! | `index/<id>`      | index deltas: which pack holds which blob                  |
+//! | `snapshots/<id>`  | snapshot records, written last                             |
+//! | `prune/<id>`      | prune marks: packs due for deletion after a grace period  |
+
+pub mod blob;
+pub mod check;
+pub mod chunker;
+pub mod config;
+pub mod crypto;
+mod error;
+pub mod forget;
+mod id;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod prune;
+pub mod saver;
+pub mod snapshot;
+pub mod stream;
+pub mod tree;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use error::{RepoError, Result};
+
+use crate::store::{Created, Store};
+use blob::BlobId;
+use config::Config;
+use crypto::{Keys, MasterKey};
+use index::{IndexPack, Locations};
+use keys::{KeyRecord, Secret};
+use pack::PackId;
+
+pub const KEYS_PREFIX: &str = "keys/";
+pub const DATA_PREFIX: &str = "data/";
+
+/// An open repository. Cheap to clone; clones share keys and the store.
+#[derive(Clone)]
+pub struct Repository {
+    store: Store,
+    keys: Arc<Keys>,
+    /// Kept (zeroised on drop) so that keys can be added without asking again.
+    master: Arc<MasterKey>,
+    config: Arc<Config>,
+    key_id: Arc<String>,
+}
+
+/// One key as listed by `ballast key list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub current: bool,
+    #[serde(flatten)]
+    pub record: KeyRecord,
+}
+
+impl Repository {
+    /// Creates a repository at an empty location, with one key for `secret`.
+    pub fn init(store: Store, secret: &Secret, label: &str) -> Result<Repository> {
+        let location = store.location().to_string();
+        match store.get(config::KEY) {
+            Ok(_) => return Err(RepoError::AlreadyInitialized { location }),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !store.list("")?.is_empty() {
+            return Err(RepoError::NotEmpty { location });
+        }
+        let master = MasterKey::generate();
+        let config = Config::new();
+        let record = KeyRecord::wrap(&master, secret, label);
+        let key_id = write_key(&store, &record)?;
+        // The config goes last: a location with keys but no config is not a repository.
+        let json = serde_json::to_vec_pretty(&config).expect("serialising the config");
+        if store.put_if_absent(config::KEY, Bytes::from(json))? == Created::AlreadyExisted {
+            return Err(RepoError::AlreadyInitialized { location });
+        }
+        Ok(Repository {
+            store,
+            keys: Arc::new(master.derive()),
+            master: Arc::new(master),
+            config: Arc::new(config),
+            key_id: Arc::new(key_id),
+        })
+    }
+
+    /// Opens a repository with a password or key file.
+    pub fn open(store: Store, secret: &Secret) -> Result<Repository> {
+        let location = store.location().to_string();
+        let config: Config = match store.get(config::KEY) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RepoError::Damaged {
+                what: format!("the config of {location}"),
+                detail: e.to_string(),
+            })?,
+            Err(e) if e.is_not_found() => return Err(RepoError::NotARepository { location }),
+            Err(e) => return Err(e.into()),
+        };
+        if config.format != config::FORMAT || config.version > config::VERSION {
+            return Err(RepoError::Invalid(format!(
+                "{location} holds a `{}` repository of version {}; this ballast reads `{}` up to version {}: upgrade ballast",
+                config.format,
+                config.version,
+                config::FORMAT,
+                config::VERSION
+            )));
+        }
+        let records = read_keys(&store)?;
+        for (id, record) in &records {
+            if let Some(master) = record.unwrap_with(secret) {
+                return Ok(Repository {
+                    store,
+                    keys: Arc::new(master.derive()),
+                    master: Arc::new(master),
+                    config: Arc::new(config),
+                    key_id: Arc::new(id.clone()),
+                });
+            }
+        }
+        let what = match secret {
+            Secret::Password(_) => "password",
+            Secret::KeyFile(_) => "key file",
+        };
+        Err(RepoError::WrongSecret { location, tried: records.len(), what })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
+        BlobId(self.keys.blob_id(plaintext))
+    }
+
+    /// Reads and checks one blob.
+    pub fn read_blob(&self, locations: &Locations, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = locations.get(id).ok_or_else(|| RepoError::BlobNotIndexed { blob: id.to_string() })?;
+        let pack = locations.pack(loc.pack);
+        let sealed = self
+            .store
+            .get_range(&pack::key(&pack), loc.offset as u64..loc.offset as u64 + loc.length as u64)?;
+        Ok(blob::open(&self.keys, id, &sealed)?)
+    }
+
+    /// Lists the packs in `data/` with their sizes.
+    pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        Ok(self
+            .store
+            .list(DATA_PREFIX)?
+            .into_iter()
+            .filter_map(|o| pack::id_from_key(&o.key).map(|id| (id, o.size)))
+            .collect())
+    }
+
+    /// Reads a pack's trailer with ranged reads (one, or two for a large trailer).
+    pub fn read_pack_trailer(&self, id: &PackId, size: u64) -> Result<IndexPack> {
+        let key = pack::key(id);
+        let damaged = |what: &str| pack::PackError::Damaged { pack: id.to_string(), what: what.into() };
+        if size < pack::FOOTER_LEN as u64 {
+            return Err(damaged("it is shorter than a footer (truncated pack?)").into());
+        }
+        let tail_len = size.min(64 * 1024);
+        let tail = self.store.get_range(&key, size - tail_len..size)?;
+        let trailer_len = pack::parse_footer(id, &tail)?;
+        let needed = (trailer_len + pack::FOOTER_LEN) as u64;
+        if needed > size {
+            return Err(damaged("its trailer length exceeds its size (truncated pack?)").into());
+        }
+        let sealed = if needed <= tail_len {
+            tail.slice((tail_len - needed) as usize..tail.len() - pack::FOOTER_LEN)
+        } else {
+            self.store.get_range(&key, size - needed..size - pack::FOOTER_LEN as u64)?
+        };
+        let blobs = pack::parse_trailer(&self.keys, id, &sealed, size)?;
+        Ok(IndexPack { id: *id, size, blobs })
+    }
+
+    /// Every key record, with its id.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        Ok(read_keys(&self.store)?
+            .into_iter()
+            .map(|(id, record)| KeyInfo { current: id == *self.key_id, id, record })
+            .collect())
+    }
+
+    /// Adds a key for another password or key file; returns its id.
+    pub fn add_key(&self, secret: &Secret, label: &str) -> Result<String> {
+        write_key(&self.store, &KeyRecord::wrap(&self.master, secret, label))
+    }
+
+    /// Removes a key. The key in use and the last key cannot be removed.
+    pub fn remove_key(&self, id_prefix: &str) -> Result<String> {
+        let keys = self.list_keys()?;
+        let matches: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.starts_with(id_prefix)).collect();
+        let key = match matches.as_slice() {
+            [k] => *k,
+            [] => return Err(RepoError::Invalid(format!("no key matches `{id_prefix}`; see `ballast key list`"))),
+            _ => return Err(RepoError::Invalid(format!("`{id_prefix}` matches several keys; give more digits"))),
+        };
+        if key.current {
+            return Err(RepoError::Invalid(format!(
+                "key {} is the one this command opened the repository with; open with another key to remove it (or use `ballast key passwd`)",
+                key.id
+            )));
+        }
+        self.store.delete(&format!("{KEYS_PREFIX}{}", key.id))?;
+        Ok(key.id.clone())
+    }
+
+    /// Replaces the key in use by one for a new secret, without touching data.
+    pub fn change_secret(&self, secret: &Secret) -> Result<String> {
+        let new_id = self.add_key(secret, "")?;
+        self.store.delete(&format!("{KEYS_PREFIX}{}", self.key_id))?;
+        Ok(new_id)
+    }
+}
+
+fn write_key(store: &Store, record: &KeyRecord) -> Result<String> {
+    let json = serde_json::to_vec_pretty(record).expect("serialising a key record");
+    let id = hex::encode(&blake3::hash(&json).as_bytes()[..16]);
+    store.put_if_absent(&format!("{KEYS_PREFIX}{id}"), Bytes::from(json))?;
+    Ok(id)
+}
+
+fn read_keys(store: &Store) -> Result<Vec<(String, KeyRecord)>> {
+    let objects = store.list(KEYS_PREFIX)?;
+    let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+    let mut out = Vec::new();
+    for (key, bytes) in keys.iter().zip(store.get_many(&keys, 8)) {
+        let bytes = bytes?;
+        let record: KeyRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| RepoError::Damaged { what: format!("key record {key}"), detail: e.to_string() })?;
+        out.push((key.trim_start_matches(KEYS_PREFIX).to_string(), record));
+    }
+    Ok(out)
+}

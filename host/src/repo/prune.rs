@@ -1,0 +1,270 @@
+//! Two-phase prune: data no snapshot references is first *marked*, and deleted only by
+//! a later prune once the grace period has passed, if still nothing references it.
+//!
+//! Writers take no locks. Safety comes from three rules:
+//! - a backup never deduplicates against a marked pack (see `saver::load_known`), so
+//!   backups that start after a mark cannot come to depend on it;
+//! - a pack that no index lists (a running or interrupted backup's) is only marked,
+//!   and before deletion its trailer is read: a pack holding any referenced blob is
+//!   never deleted, indexed or not;
+//! - the grace period (default 24 h) must exceed the longest backup, which covers
+//!   backups that started before the mark.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::blob::{BlobId, BlobKind};
+use super::index::{self, IndexFile, IndexPack, Locations};
+use super::pack::{self, PackBuilder, PackId};
+use super::snapshot;
+use super::tree;
+use super::{Repository, Result};
+
+pub const PREFIX: &str = "prune/";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Mark {
+    time: jiff::Timestamp,
+    packs: Vec<PackId>,
+}
+
+fn read_marks(repo: &Repository) -> Result<Vec<(String, Mark)>> {
+    let keys: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
+    let mut out = Vec::new();
+    for (key, r) in keys.iter().zip(repo.store().get_many(&keys, 8)) {
+        let bytes = match r {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let plain = repo.keys().cipher.open(&bytes).map_err(|_| super::RepoError::Damaged {
+            what: format!("prune mark {key}"),
+            detail: "it fails authentication".into(),
+        })?;
+        let mark: Mark = serde_json::from_slice(&plain)
+            .map_err(|e| super::RepoError::Damaged { what: format!("prune mark {key}"), detail: e.to_string() })?;
+        out.push((key.clone(), mark));
+    }
+    Ok(out)
+}
+
+/// Packs currently marked for deletion.
+pub fn marked_packs(repo: &Repository) -> Result<HashSet<PackId>> {
+    Ok(read_marks(repo)?.into_iter().flat_map(|(_, m)| m.packs).collect())
+}
+
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// How long a mark must age before its packs are deleted.
+    pub grace: std::time::Duration,
+    /// Repack a pack when more than this fraction of its bytes is unreferenced.
+    pub max_unused: f64,
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions { grace: std::time::Duration::from_secs(24 * 3600), max_unused: 0.25, dry_run: false }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub referenced_blobs: usize,
+    /// Packs marked by this run (deleted by a later run after the grace period).
+    pub packs_marked: usize,
+    pub bytes_marked: u64,
+    /// Packs whose live blobs were copied into new packs before marking.
+    pub packs_repacked: usize,
+    pub packs_deleted: usize,
+    pub bytes_deleted: u64,
+    /// Marked packs that turned out to be referenced again, and were kept.
+    pub packs_rescued: usize,
+    /// Packs marked earlier that still wait for the grace period.
+    pub packs_waiting: usize,
+    pub index_files_before: usize,
+    pub index_files_after: usize,
+    pub dry_run: bool,
+}
+
+/// Every blob some snapshot references: roots, subtrees and file contents.
+pub fn referenced_blobs(repo: &Repository) -> Result<(usize, HashSet<BlobId>)> {
+    let snaps = snapshot::list(repo)?;
+    let trees = Locations::load(repo, |k, _| k == BlobKind::Tree)?;
+    let mut used = HashSet::new();
+    for (_, s) in &snaps {
+        if !used.insert(s.root) {
+            continue;
+        }
+        tree::walk(repo, &trees, &s.root, &mut |_, node| {
+            used.extend(node.content.iter().copied());
+            used.extend(node.subtree);
+            Ok(())
+        })?;
+    }
+    Ok((snaps.len(), used))
+}
+
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+    let (n_snaps, used) = referenced_blobs(repo)?;
+    report.snapshots = n_snaps;
+    report.referenced_blobs = used.len();
+
+    let mut indexed: HashMap<PackId, IndexPack> = HashMap::new();
+    let index_keys = index::for_each(repo, |_, file| {
+        for p in file.packs {
+            indexed.insert(p.id, p);
+        }
+    })?;
+    report.index_files_before = index_keys.len();
+    let listed: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    report.packs = listed.len();
+    let marks = read_marks(repo)?;
+    let already_marked: HashSet<PackId> = marks.iter().flat_map(|(_, m)| m.packs.iter().copied()).collect();
+
+    // Phase 2: delete what earlier runs marked, once due and still unreferenced.
+    let now = jiff::Timestamp::now();
+    let grace = jiff::SignedDuration::try_from(opts.grace).unwrap_or(jiff::SignedDuration::MAX);
+    // Which packs hold each referenced blob: a marked pack may go only if every
+    // referenced blob in it is also held by a pack that stays (a repacked copy).
+    let mut holders: HashMap<BlobId, Vec<PackId>> = HashMap::new();
+    for p in indexed.values().filter(|p| listed.contains_key(&p.id)) {
+        for b in p.blobs.iter().filter(|b| used.contains(&b.id)) {
+            holders.entry(b.id).or_default().push(p.id);
+        }
+    }
+    let mut deleted: HashSet<PackId> = HashSet::new();
+    let mut due_marks = Vec::new();
+    for (key, mark) in &marks {
+        if now.duration_since(mark.time) < grace {
+            report.packs_waiting += mark.packs.len();
+            continue;
+        }
+        due_marks.push(key.clone());
+        for id in &mark.packs {
+            let Some(&size) = listed.get(id) else { continue };
+            let blobs = match indexed.get(id) {
+                Some(p) => p.blobs.clone(),
+                None => match repo.read_pack_trailer(id, size) {
+                    Ok(p) => p.blobs,
+                    Err(e) => {
+                        tracing::warn!("deleting unreadable unindexed pack {}: {e}", id.short());
+                        vec![]
+                    }
+                },
+            };
+            let needed = blobs.iter().any(|b| {
+                used.contains(&b.id)
+                    && !holders
+                        .get(&b.id)
+                        .is_some_and(|hs| hs.iter().any(|h| h != id && !deleted.contains(h)))
+            });
+            if needed {
+                report.packs_rescued += 1;
+            } else {
+                deleted.insert(*id);
+                report.packs_deleted += 1;
+                report.bytes_deleted += size;
+            }
+        }
+    }
+
+    // Phase 1: find new candidates.
+    let mut to_mark: Vec<PackId> = Vec::new();
+    let mut to_repack: Vec<&IndexPack> = Vec::new();
+    for (id, &size) in &listed {
+        if already_marked.contains(id) || deleted.contains(id) {
+            continue;
+        }
+        match indexed.get(id) {
+            None => to_mark.push(*id), // unindexed: a running or interrupted backup's
+            Some(p) => {
+                let live: u64 = p.blobs.iter().filter(|b| used.contains(&b.id)).map(|b| b.length as u64).sum();
+                let total: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
+                if live == 0 {
+                    to_mark.push(*id);
+                    report.bytes_marked += size;
+                } else if total > 0 && (total - live) as f64 / total as f64 > opts.max_unused {
+                    to_repack.push(p);
+                }
+            }
+        }
+    }
+    report.packs_repacked = to_repack.len();
+    report.packs_marked = to_mark.len() + to_repack.len();
+    if opts.dry_run {
+        report.index_files_after = report.index_files_before;
+        return Ok(report);
+    }
+
+    // Repack: copy live blobs (still sealed) into new packs, index them, then mark the
+    // old packs like any other.
+    if !to_repack.is_empty() {
+        let new_packs = repack(repo, &to_repack, &used)?;
+        if !new_packs.is_empty() {
+            index::write(repo, &IndexFile { packs: new_packs, supersedes: vec![] })?;
+        }
+        for p in &to_repack {
+            report.bytes_marked += listed[&p.id];
+            to_mark.push(p.id);
+        }
+    }
+    if !to_mark.is_empty() {
+        let mark = Mark { time: now, packs: to_mark };
+        let sealed = repo.keys().cipher.seal(&serde_json::to_vec(&mark).expect("serialising a mark"));
+        let key = format!("{PREFIX}{}", hex::encode(blake3::hash(&sealed).as_bytes()));
+        repo.store().put(&key, Bytes::from(sealed))?;
+    }
+
+    // Compact the index (dropping deleted packs) before deleting anything it lists.
+    report.index_files_after = report.index_files_before;
+    if !deleted.is_empty() || index_keys.len() > 16 {
+        let packs: Vec<IndexPack> =
+            indexed.into_values().filter(|p| !deleted.contains(&p.id) && listed.contains_key(&p.id)).collect();
+        index::write(repo, &IndexFile { packs, supersedes: index_keys.clone() })?;
+        for k in &index_keys {
+            repo.store().delete(k)?;
+        }
+        report.index_files_after = 1;
+    }
+    for id in &deleted {
+        repo.store().delete(&pack::key(id))?;
+    }
+    for key in due_marks {
+        repo.store().delete(&key)?;
+    }
+    Ok(report)
+}
+
+fn repack(repo: &Repository, packs: &[&IndexPack], used: &HashSet<BlobId>) -> Result<Vec<IndexPack>> {
+    let mut out = Vec::new();
+    let mut builder = PackBuilder::default();
+    let flush = |b: PackBuilder, out: &mut Vec<IndexPack>| -> Result<()> {
+        let f = b.finish(repo.keys());
+        let size = f.bytes.len() as u64;
+        repo.store().put(&pack::key(&f.id), f.bytes)?;
+        out.push(IndexPack { id: f.id, size, blobs: f.entries });
+        Ok(())
+    };
+    let mut copied = HashSet::new();
+    for p in packs {
+        let live: Vec<_> = p.blobs.iter().filter(|b| used.contains(&b.id) && copied.insert(b.id)).collect();
+        let ranges: Vec<_> = live.iter().map(|b| b.offset as u64..b.offset as u64 + b.length as u64).collect();
+        let data = repo.store().get_ranges(&pack::key(&p.id), &ranges)?;
+        for (b, sealed) in live.iter().zip(data) {
+            builder.add(b.kind, b.id, b.raw_len as usize, |o| o.extend_from_slice(&sealed));
+            if builder.len() >= pack::TARGET_SIZE {
+                flush(std::mem::take(&mut builder), &mut out)?;
+            }
+        }
+    }
+    if !builder.is_empty() {
+        flush(builder, &mut out)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,160 @@
+//! Snapshot records. A backup exists once, and only once, its record is written: it
+//! is the last object a backup writes, with create-if-absent, named by the BLAKE3 of
+//! its sealed content.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::blob::BlobId;
+use super::{RepoError, Repository, Result};
+
+pub const PREFIX: &str = "snapshots/";
+
+super::id::define_id!(
+    /// The identity of a snapshot record.
+    SnapshotId
+);
+
+/// What was backed up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Source {
+    /// `path` for directory trees, `stream` for a generic stream; later kinds add
+    /// `etcd`, `app`, `kube`.
+    pub kind: String,
+    /// The paths, or the stream's name.
+    pub paths: Vec<String>,
+    /// Kind-specific facts (an etcd revision, a plugin digest, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, serde_json::Value>,
+}
+
+/// Sizes and counts of one backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    /// Bytes of all files/streams in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes actually read (files skipped by the parent shortcut are not read).
+    pub bytes_read: u64,
+    pub blobs_new: u64,
+    /// Plaintext bytes of blobs the repository did not have.
+    pub bytes_new: u64,
+    /// What those blobs take in the repository after compression and sealing.
+    pub bytes_stored: u64,
+    pub packs_uploaded: u64,
+    pub seconds: f64,
+}
+
+/// Something that went wrong for one file without failing the backup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Warning {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub time: jiff::Timestamp,
+    pub host: String,
+    pub username: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub source: Source,
+    pub root: BlobId,
+    #[serde(default)]
+    pub parent: Option<SnapshotId>,
+    pub summary: Summary,
+    /// Files that vanished, changed while read, or could not be read.
+    #[serde(default)]
+    pub warnings: Vec<Warning>,
+}
+
+impl Snapshot {
+    pub fn new(source: Source, root: BlobId) -> Snapshot {
+        Snapshot {
+            time: jiff::Timestamp::now(),
+            host: crate::sysinfo::hostname(),
+            username: crate::sysinfo::username(),
+            tags: vec![],
+            source,
+            root,
+            parent: None,
+            summary: Summary::default(),
+            warnings: vec![],
+        }
+    }
+
+    /// Writes the record; from this moment the backup exists.
+    pub fn save(&self, repo: &Repository) -> Result<SnapshotId> {
+        let json = serde_json::to_vec(self).expect("serialising a snapshot");
+        let sealed = repo.keys().cipher.seal(&json);
+        let id = SnapshotId(*blake3::hash(&sealed).as_bytes());
+        repo.store().put_if_absent(&key(&id), Bytes::from(sealed))?;
+        Ok(id)
+    }
+}
+
+pub fn key(id: &SnapshotId) -> String {
+    format!("{PREFIX}{id}")
+}
+
+/// Every snapshot, oldest first.
+pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let keys: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, r) in keys.iter().zip(repo.store().get_many(&keys, 16)) {
+        let bytes = match r {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => continue, // forgotten meanwhile
+            Err(e) => return Err(e.into()),
+        };
+        let Some(id) = key.strip_prefix(PREFIX).and_then(|h| h.parse::<SnapshotId>().ok()) else { continue };
+        out.push((id, decode(repo, key, &bytes)?));
+    }
+    out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    Ok(out)
+}
+
+fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<Snapshot> {
+    let damaged = |detail: String| RepoError::Damaged { what: format!("snapshot record {key}"), detail };
+    let json = repo.keys().cipher.open(sealed).map_err(|_| damaged("it fails authentication".into()))?;
+    serde_json::from_slice(&json).map_err(|e| damaged(e.to_string()))
+}
+
+/// Loads one snapshot by id, unique id prefix, or `latest`.
+pub fn find(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+    if spec == "latest" {
+        return list(repo)?.pop().ok_or_else(|| RepoError::NoSuchSnapshot(spec.into()));
+    }
+    if spec.len() < 4 || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(RepoError::Invalid(format!(
+            "`{spec}` is not a snapshot id: give `latest` or at least 4 hex digits of an id from `ballast snapshots`"
+        )));
+    }
+    let spec = spec.to_ascii_lowercase();
+    let matches: Vec<String> = repo
+        .store()
+        .list(PREFIX)?
+        .into_iter()
+        .filter_map(|o| o.key.strip_prefix(PREFIX).map(str::to_string))
+        .filter(|h| h.starts_with(&spec))
+        .collect();
+    match matches.as_slice() {
+        [one] => {
+            let key = format!("{PREFIX}{one}");
+            let bytes = repo.store().get(&key)?;
+            Ok((one.parse().expect("listed snapshot keys are hex"), decode(repo, &key, &bytes)?))
+        }
+        [] => Err(RepoError::NoSuchSnapshot(spec)),
+        many => Err(RepoError::AmbiguousSnapshot {
+            prefix: spec,
+            candidates: many.iter().map(|h| &h[..12]).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}

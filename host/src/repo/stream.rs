@@ -1,0 +1,187 @@
+//! The generic streaming writer and reader: one stream in, one stream out. etcd
+//! snapshots, database dumps and resource exports all go through here; a stream is
+//! stored as a tree with one file node, so `ls`, `restore` and `check` work on it.
+
+use std::io::Read;
+
+use crossbeam_channel::bounded;
+
+use super::blob::{self, BlobId, BlobKind};
+use super::chunker::{self, StreamKind};
+use super::index::Locations;
+use super::pack;
+use super::saver::{load_known, Saver};
+use super::snapshot::{Snapshot, SnapshotId, Source};
+use super::tree::{Node, NodeKind, Tree};
+use super::{RepoError, Repository, Result};
+
+/// What to record about a stream backup.
+pub struct StreamBackup {
+    /// The file name the stream gets inside the snapshot (`etcd.db`, `dump.sql`).
+    pub name: String,
+    pub chunking: StreamKind,
+    pub source: Source,
+    pub tags: Vec<String>,
+}
+
+/// The outcome of a stream backup before its record is written.
+pub struct StreamResult {
+    pub snapshot: Snapshot,
+    pub bytes: u64,
+}
+
+/// Reads `reader` to its end into the repository. The caller decides whether the
+/// stream was good (a checksum, say) and only then calls [`Snapshot::save`]: a stream
+/// that broke leaves packs but no snapshot. `on_progress` receives bytes read so far.
+pub fn write<R: Read>(
+    repo: &Repository,
+    reader: R,
+    spec: StreamBackup,
+    on_progress: &mut dyn FnMut(u64),
+) -> Result<StreamResult> {
+    let started = std::time::Instant::now();
+    let known = load_known(repo)?;
+    let saver = Saver::start(repo, known.blobs, known.adopted);
+    let mut content = Vec::new();
+    let mut total = 0u64;
+    for chunk in chunker::chunks(reader, spec.chunking) {
+        let chunk = chunk.map_err(|e| RepoError::io(&spec.name, e))?;
+        total += chunk.len() as u64;
+        content.push(saver.save(BlobKind::Data, chunk)?);
+        on_progress(total);
+    }
+    let mut node = Node::new(spec.name.into_bytes(), NodeKind::File);
+    node.mode = 0o100600;
+    node.size = total;
+    node.mtime_ns = jiff::Timestamp::now().as_nanosecond() as i64;
+    node.content = content;
+    let root = Tree { nodes: vec![node] }.save(&saver)?;
+    let stats = saver.finish()?;
+    let mut snapshot = Snapshot::new(spec.source, root);
+    snapshot.tags = spec.tags;
+    let s = &mut snapshot.summary;
+    s.files = 1;
+    s.total_bytes = total;
+    s.bytes_read = total;
+    s.blobs_new = stats.blobs_new;
+    s.bytes_new = stats.bytes_new;
+    s.bytes_stored = stats.bytes_stored;
+    s.packs_uploaded = stats.packs_uploaded;
+    s.seconds = started.elapsed().as_secs_f64();
+    Ok(StreamResult { snapshot, bytes: total })
+}
+
+/// Writes a stream and records the snapshot in one go.
+pub fn backup<R: Read>(repo: &Repository, reader: R, spec: StreamBackup) -> Result<(SnapshotId, Snapshot)> {
+    let r = write(repo, reader, spec, &mut |_| {})?;
+    let id = r.snapshot.save(repo)?;
+    Ok((id, r.snapshot))
+}
+
+/// A stream stored in a snapshot, read back in order. Blobs are fetched ahead by a
+/// background thread with ranged reads that cover runs of neighbouring blobs.
+pub struct StreamReader {
+    chunks: crossbeam_channel::Receiver<Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    pub size: u64,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StreamReader {
+    /// Opens the single file of a stream snapshot (or the file named `name`).
+    pub fn open(repo: &Repository, snapshot: &Snapshot, name: Option<&str>) -> Result<StreamReader> {
+        let trees = Locations::load(repo, |kind, _| kind == BlobKind::Tree)?;
+        let tree = Tree::load(repo, &trees, &snapshot.root)?;
+        let node = match name {
+            Some(n) => tree.find(n.as_bytes()),
+            None if tree.nodes.len() == 1 && tree.nodes[0].kind == NodeKind::File => tree.nodes.first(),
+            None => None,
+        }
+        .ok_or_else(|| RepoError::Invalid("the snapshot does not hold a single stream; name the file to read".into()))?
+        .clone();
+        let wanted: std::collections::HashSet<BlobId> = node.content.iter().copied().collect();
+        let locations = Locations::load(repo, |kind, id| kind == BlobKind::Data && wanted.contains(id))?;
+        let (tx, rx) = bounded(8);
+        let repo = repo.clone();
+        let size = node.size;
+        let worker = std::thread::Builder::new()
+            .name("ballast-stream-read".into())
+            .spawn(move || {
+                if let Err(e) = fetch_in_order(&repo, &locations, &node.content, &tx) {
+                    let _ = tx.send(Err(e));
+                }
+            })
+            .expect("spawning the stream reader");
+        Ok(StreamReader { chunks: rx, current: vec![], pos: 0, size, worker: Some(worker) })
+    }
+}
+
+/// Largest span fetched in one ranged read.
+const MAX_SPAN: u64 = 16 * 1024 * 1024;
+
+fn fetch_in_order(
+    repo: &Repository,
+    locations: &Locations,
+    content: &[BlobId],
+    tx: &crossbeam_channel::Sender<Result<Vec<u8>>>,
+) -> Result<()> {
+    let mut i = 0;
+    while i < content.len() {
+        // Gather a run of blobs that lie back to back in one pack.
+        let first = locations.get(&content[i]).ok_or_else(|| RepoError::BlobNotIndexed { blob: content[i].to_string() })?;
+        let start = first.offset as u64;
+        let mut end = start + first.length as u64;
+        let mut j = i + 1;
+        while j < content.len() {
+            match locations.get(&content[j]) {
+                Some(l) if l.pack == first.pack && l.offset as u64 == end && end - start < MAX_SPAN => {
+                    end += l.length as u64;
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+        let span = repo.store().get_range(&pack::key(&locations.pack(first.pack)), start..end)?;
+        for id in &content[i..j] {
+            let l = locations.get(id).expect("located above");
+            let off = (l.offset as u64 - start) as usize;
+            let plain = blob::open(repo.keys(), id, &span[off..off + l.length as usize])?;
+            if tx.send(Ok(plain)).is_err() {
+                return Ok(()); // the reader was dropped
+            }
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        // Unblock the fetcher, then wait for it.
+        let (_, dead) = bounded(0);
+        self.chunks = dead;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
