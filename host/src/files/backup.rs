@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -248,7 +248,10 @@ fn read_file(saver: &Saver, job: &ReadJob, progress: &Progress) -> Result<FileRe
     };
     let mut content = Vec::new();
     let mut size = 0u64;
-    for chunk in chunker::chunks(file, StreamKind::Files) {
+    // Read no more than the size seen when the file was listed: a file that grows
+    // faster than it can be read (a busy log) must not keep the backup going forever.
+    use std::io::Read;
+    for chunk in chunker::chunks(file.take(job.before.len()), StreamKind::Files) {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => return Ok(FileResult::Skipped(format!("read error: {e}"))),
@@ -424,5 +427,51 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
     Ok(BackupOutcome { id, snapshot: snap })
 }
 
-/// Shared handle type for callers that show progress from another thread.
-pub type SharedProgress = Arc<Progress>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::keys::Secret;
+    use crate::store::{Location, Store};
+
+    fn saver() -> Saver {
+        std::env::set_var("BALLAST_KDF_MEMORY_KIB", "64");
+        let name = format!("backup-test-{}", hex::encode(crate::repo::crypto::random_bytes::<8>()));
+        let store = Store::connect(&Location::Memory(name), &Default::default()).unwrap();
+        let repo = Repository::init(store, &Secret::Password("pw".to_string().into()), "").unwrap();
+        Saver::start(&repo, Default::default(), vec![])
+    }
+
+    fn job(path: &Path) -> ReadJob {
+        ReadJob { path: path.to_path_buf(), before: fs::symlink_metadata(path).unwrap(), reply: bounded(1).0 }
+    }
+
+    #[test]
+    fn a_file_that_vanishes_before_reading_is_skipped_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gone");
+        fs::write(&p, b"data").unwrap();
+        let j = job(&p);
+        fs::remove_file(&p).unwrap();
+        match read_file(&saver(), &j, &Progress::default()).unwrap() {
+            FileResult::Skipped(why) => assert!(why.contains("vanished"), "{why}"),
+            FileResult::Stored { .. } => panic!("a vanished file cannot be stored"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_changes_after_listing_is_stored_with_a_warning_and_bounded_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("grows");
+        fs::write(&p, b"0123456789").unwrap();
+        let j = job(&p);
+        fs::write(&p, b"0123456789 and more written later").unwrap();
+        match read_file(&saver(), &j, &Progress::default()).unwrap() {
+            FileResult::Stored { size, warning, content } => {
+                assert_eq!(size, 10, "only the listed size is read");
+                assert_eq!(content.len(), 1);
+                assert!(warning.unwrap().contains("changed while it was being read"));
+            }
+            FileResult::Skipped(why) => panic!("skipped: {why}"),
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
+#[derive(Debug)]
 pub struct Excludes {
     by_path: GlobSet,
     by_name: GlobSet,

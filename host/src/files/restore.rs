@@ -234,6 +234,24 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
     Ok(summary)
 }
 
+/// The byte ranges of `data` that are not whole 4 KiB blocks of zeros. Writing only
+/// these keeps holes of sparse files (disk images, databases) as holes.
+fn nonzero_runs(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+    const BLOCK: usize = 4096;
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, block) in data.chunks(BLOCK).enumerate() {
+        if block.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let (s, e) = (i * BLOCK, i * BLOCK + block.len());
+        match runs.last_mut() {
+            Some(last) if last.end == s => last.end = e,
+            _ => runs.push(s..e),
+        }
+    }
+    runs
+}
+
 /// Gaps up to this size between wanted blobs are read rather than split into requests.
 const MAX_GAP: u64 = 256 * 1024;
 /// Largest single ranged read.
@@ -280,14 +298,16 @@ fn restore_pack(
                     continue;
                 }
             };
-            let zero = plain.iter().all(|&b| b == 0);
+            let runs = nonzero_runs(&plain);
             for (i, offset) in &destinations[id] {
                 progress.bytes_written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                if zero {
-                    continue; // a hole: the file was created at full size
+                if runs.is_empty() {
+                    continue; // all zeros: a hole, the file was created at full size
                 }
                 let path = &items[*i].path;
-                let r = OpenOptions::new().write(true).open(path).and_then(|f| f.write_all_at(&plain, *offset));
+                let r = OpenOptions::new().write(true).open(path).and_then(|f| {
+                    runs.iter().try_for_each(|r| f.write_all_at(&plain[r.clone()], offset + r.start as u64))
+                });
                 if let Err(e) = r {
                     fail(path, format!("cannot write: {e}"));
                 }
@@ -295,4 +315,30 @@ fn restore_pack(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonzero_runs_skip_zero_blocks() {
+        let mut d = vec![0u8; 5 * 4096 + 100];
+        d[10] = 1;
+        d[3 * 4096 + 5] = 2;
+        d[4 * 4096] = 3;
+        d[5 * 4096 + 99] = 4;
+        assert_eq!(nonzero_runs(&d), vec![0..4096, 3 * 4096..5 * 4096 + 100]);
+        assert!(nonzero_runs(&[0u8; 9000]).is_empty());
+    }
+
+    #[test]
+    fn include_matches_a_path_or_an_ancestor() {
+        let set = include_set(&["etc".into(), "data/*.log".into()]).unwrap().unwrap();
+        assert!(selected(&set, "etc"));
+        assert!(selected(&set, "etc/app/x.yaml"));
+        assert!(selected(&set, "data/a.log"));
+        assert!(!selected(&set, "data/a.bin"));
+        assert!(!selected(&set, "etcetera"));
+    }
 }

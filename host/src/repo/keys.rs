@@ -18,6 +18,16 @@ pub enum Secret {
     KeyFile(Zeroizing<[u8; 32]>),
 }
 
+/// Shows the kind of secret only, never its value.
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Password(_) => f.write_str("Secret::Password(<redacted>)"),
+            Secret::KeyFile(_) => f.write_str("Secret::KeyFile(<redacted>)"),
+        }
+    }
+}
+
 impl Secret {
     fn kind(&self) -> KeyKind {
         match self {

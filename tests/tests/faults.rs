@@ -1,0 +1,176 @@
+//! Damage and interruptions: each leaves the repository consistent and says what is
+//! wrong, naming the pack and the snapshots affected.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ballast_tests::{random_bytes, trees, Env};
+
+fn largest(files: Vec<PathBuf>) -> PathBuf {
+    files.into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).expect("a pack")
+}
+
+fn name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_is_found_and_named() {
+    let env = Env::init_local();
+    let src = env.path("src");
+    trees::sample(&src);
+    let id = env.backup(&src, &[]);
+    let pack = largest(env.objects("data"));
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let out = env.run(&["repo", "check", "--read-data"]).expect_code(12);
+    assert!(out.stdout.contains(&name(&pack)), "the pack is named:\n{}", out.stdout);
+    assert!(out.stdout.contains(&format!("affects snapshots {}", &id[..8])), "the snapshot is named:\n{}", out.stdout);
+    let json = env.run(&["repo", "check", "--read-data", "--json"]).expect_code(12).json();
+    assert_eq!(json["problems"][0]["snapshots"][0], id[..8]);
+
+    // A restore still restores every file it can, and names the ones it cannot.
+    let target = env.path("restored");
+    let out = env.run(&["restore", &id, "--target", target.to_str().unwrap()]).expect_code(1);
+    assert!(out.stdout.contains("incomplete") && out.stdout.contains("fails authentication"), "{}", out.stdout);
+    assert_eq!(std::fs::read(target.join("etc/app.yaml")).unwrap(), std::fs::read(src.join("etc/app.yaml")).unwrap());
+}
+
+#[test]
+fn a_truncated_pack_fails_the_structure_check() {
+    let env = Env::init_local();
+    let src = env.path("src");
+    trees::sample(&src);
+    let id = env.backup(&src, &[]);
+    let pack = largest(env.objects("data"));
+    let len = std::fs::metadata(&pack).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len - 1000).unwrap();
+    let out = env.run(&["repo", "check"]).expect_code(12);
+    assert!(out.stdout.contains(&name(&pack)) && out.stdout.contains("truncated"), "{}", out.stdout);
+    assert!(out.stdout.contains(&id[..8]), "{}", out.stdout);
+    let out = env.run(&["repo", "check", "--read-data"]).expect_code(12);
+    assert!(out.stdout.contains(&name(&pack)), "{}", out.stdout);
+}
+
+#[test]
+fn a_missing_index_delta_is_detected_and_repaired() {
+    let env = Env::init_local();
+    let src = env.path("src");
+    trees::sample(&src);
+    env.backup(&src, &[]);
+    std::fs::write(src.join("more.bin"), random_bytes(2_000_000, 9)).unwrap();
+    let second = env.backup(&src, &[]);
+    let index = env.objects("index");
+    assert_eq!(index.len(), 2, "one delta per backup");
+    std::fs::remove_file(&index[0]).unwrap();
+
+    let out = env.run(&["repo", "check"]).expect_code(12);
+    assert!(out.stdout.contains("repair-index"), "{}", out.stdout);
+    env.run(&["repo", "repair-index"]).ok();
+    env.run(&["repo", "check", "--read-data"]).ok();
+    let target = env.path("restored");
+    env.run(&["restore", &second, "--target", target.to_str().unwrap()]).ok();
+    trees::assert_same(&src, &target);
+}
+
+fn wait_for_pack(env: &Env, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.objects("data").is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "the backup ended before its first pack was seen");
+        assert!(Instant::now() < deadline, "no pack appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn big_source(env: &Env, mib: usize) -> PathBuf {
+    let src = env.path("big");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..(mib / 32) {
+        std::fs::write(src.join(format!("part-{i:03}.bin")), random_bytes(32 << 20, i as u64 + 100)).unwrap();
+    }
+    src
+}
+
+#[test]
+fn a_backup_killed_halfway_leaves_no_snapshot_and_its_data_is_reused() {
+    let env = Env::init_local();
+    let src = big_source(&env, 384);
+    let mut child = env.cmd(&["backup", "path", src.to_str().unwrap()]).spawn().unwrap();
+    wait_for_pack(&env, &mut child);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert!(env.snapshot_ids().is_empty(), "an interrupted backup must not look complete");
+    let uploaded = env.objects("data").len();
+    assert!(uploaded >= 1);
+    let check = env.run(&["repo", "check"]).ok();
+    assert!(check.stdout.contains("not indexed yet"), "{}", check.stdout);
+
+    let v = env.json(&["backup", "path", src.to_str().unwrap()]);
+    let s = &v["snapshot"]["summary"];
+    let total = s["total_bytes"].as_u64().unwrap();
+    let new = s["bytes_new"].as_u64().unwrap();
+    assert!(new + (uploaded as u64 - 1) * (30 << 20) <= total, "packs of the killed backup are reused: {s}");
+    let check = env.run(&["repo", "check", "--read-data"]).ok();
+    assert!(!check.stdout.contains("not indexed yet"), "{}", check.stdout);
+    let target = env.path("restored");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    trees::assert_same(&src, &target);
+}
+
+#[test]
+fn two_backups_at_once_both_succeed() {
+    let env = Env::init_local();
+    let (a, b) = (env.path("a"), env.path("b"));
+    let shared = random_bytes(8 << 20, 42);
+    for (dir, seed) in [(&a, 1u64), (&b, 2)] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("own.bin"), random_bytes(48 << 20, seed)).unwrap();
+        std::fs::write(dir.join("shared.bin"), &shared).unwrap();
+    }
+    let mut ca = env.cmd(&["backup", "path", a.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut cb = env.cmd(&["backup", "path", b.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    assert!(ca.wait().unwrap().success());
+    assert!(cb.wait().unwrap().success());
+    assert_eq!(env.snapshot_ids().len(), 2);
+    env.run(&["repo", "check", "--read-data"]).ok();
+    for (dir, i) in [(&a, 0), (&b, 1)] {
+        let target = env.path(&format!("restored-{i}"));
+        let snaps = env.json(&["snapshots"]);
+        let id = snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["snapshot"]["source"]["paths"][0] == dir.to_str().unwrap())
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        env.run(&["restore", &id, "--target", target.to_str().unwrap()]).ok();
+        trees::assert_same(dir, &target);
+    }
+}
+
+#[test]
+fn prune_during_a_backup_does_not_harm_it() {
+    let env = Env::init_local();
+    let src = big_source(&env, 256);
+    let mut child = env.cmd(&["backup", "path", src.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    wait_for_pack(&env, &mut child);
+    let pruned = env.json(&["repo", "prune"]);
+    assert!(pruned["packs_marked"].as_u64().unwrap() >= 1, "the running backup's packs are only marked: {pruned}");
+    assert_eq!(pruned["packs_deleted"], 0);
+    assert!(child.wait().unwrap().success());
+
+    // Even once the grace period is over, the marked packs are referenced now: kept.
+    let pruned = env.json(&["repo", "prune", "--grace", "0s"]);
+    assert_eq!(pruned["packs_deleted"], 0, "{pruned}");
+    assert!(pruned["packs_rescued"].as_u64().unwrap() >= 1, "{pruned}");
+    env.run(&["repo", "check", "--read-data"]).ok();
+    let target = env.path("restored");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    trees::assert_same(&src, &target);
+}
