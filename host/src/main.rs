@@ -1,5 +1,14 @@
 //! The `ballast` binary: everything lives in the library's `cli` module.
 
 fn main() {
+    // Chunks and packs are buffers of 0.5-32 MiB. glibc raises its mmap threshold
+    // after such buffers are freed and then keeps them in its heaps, where freed
+    // memory is not returned to the system; a fixed threshold keeps them mmapped, so
+    // the peak memory of a backup is what it holds, not what it once held.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
     std::process::exit(ballast::cli::main());
 }

@@ -110,6 +110,13 @@ pub fn sample(root: &Path) {
     sparse.write_all_at(b"middle", 32 * 1024 * 1024).unwrap();
     let odd = std::ffi::OsStr::from_bytes(b"name-\xff-not-utf8");
     std::fs::write(root.join(odd), b"odd name").unwrap();
+    // Foreign ownership (only root can give it away): restore must set it back.
+    if unsafe { libc::geteuid() } == 0 {
+        let c = std::ffi::CString::new(root.join("etc/app.yaml").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::lchown(c.as_ptr(), 1234, 5678) }, 0);
+        let c = std::ffi::CString::new(root.join("dangling-link").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::lchown(c.as_ptr(), 4321, 8765) }, 0);
+    }
     // Fixed mtimes (with nanoseconds) so that restore must set them exactly.
     let t = filetime::FileTime::from_unix_time(1_700_000_000, 123_456_789);
     filetime::set_file_mtime(root.join("etc/app.yaml"), t).unwrap();

@@ -19,7 +19,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::exclude::Excludes;
 use super::metadata;
 use crate::repo::blob::{BlobId, BlobKind};
-use crate::repo::chunker::{self, StreamKind};
+use crate::repo::chunker::{self, Chunker, StreamKind};
 use crate::repo::index::Locations;
 use crate::repo::saver::{load_known, Saver};
 use crate::repo::snapshot::{self, Snapshot, SnapshotId, Source, Warning};
@@ -93,6 +93,8 @@ struct Walk<'a> {
     files_changed: u64,
     files_unmodified: u64,
     total_bytes: u64,
+    /// Files submitted for reading whose results have not been collected yet.
+    outstanding: usize,
 }
 
 impl Walk<'_> {
@@ -114,13 +116,8 @@ impl Walk<'_> {
     }
 
     /// Builds the node for one path; `None` if it is excluded or vanished. A file to
-    /// read comes back with a receiver for its content.
-    fn entry(
-        &mut self,
-        path: &Path,
-        name: &[u8],
-        parent: Option<&Node>,
-    ) -> Result<Option<(Node, Option<Receiver<Result<FileResult>>>)>> {
+    /// read, or a directory not saved yet, comes back as pending work.
+    fn entry(&mut self, path: &Path, name: &[u8], parent: Option<&Node>) -> Result<Option<(Node, Pending)>> {
         if self.excludes.matches(path) {
             return Ok(None);
         }
@@ -132,17 +129,20 @@ impl Walk<'_> {
             }
         };
         let mut node = metadata::node_from(name, &meta);
-        let mut pending = None;
+        let mut pending = Pending::Nothing;
         match node.kind {
             NodeKind::Dir => {
                 self.dirs += 1;
                 let crosses = self.one_file_system && !self.root_devices.contains(&meta.dev());
-                let parent_tree = self.load_parent(parent.and_then(|p| p.subtree.as_ref()));
-                node.subtree = Some(if crosses {
-                    Tree::default().save(self.saver)?
+                if crosses {
+                    node.subtree = Some(Tree::default().save(self.saver)?);
                 } else {
-                    self.dir(path, parent_tree.as_ref())?
-                });
+                    let parent_tree = self.load_parent(parent.and_then(|p| p.subtree.as_ref()));
+                    match self.dir(path, parent_tree.as_ref())? {
+                        Sub::Ready(id) => node.subtree = Some(id),
+                        Sub::Pending(p) => pending = Pending::Dir(p),
+                    }
+                }
             }
             NodeKind::File => {
                 self.files += 1;
@@ -164,7 +164,8 @@ impl Walk<'_> {
                         self.jobs
                             .send(ReadJob { path: path.to_path_buf(), before: meta, reply: tx })
                             .map_err(|_| self.saver.check().err().unwrap_or(RepoError::Interrupted))?;
-                        pending = Some(rx);
+                        self.outstanding += 1;
+                        pending = Pending::File(rx);
                     }
                 }
             }
@@ -180,8 +181,10 @@ impl Walk<'_> {
         Ok(Some((node, pending)))
     }
 
-    /// Backs up one directory; returns its tree id.
-    fn dir(&mut self, dir: &Path, parent: Option<&Tree>) -> Result<BlobId> {
+    /// Walks one directory. Its tree is saved at once when nothing in it is still
+    /// being read; otherwise it is handed back pending, so that the walk can go on
+    /// listing while the readers work, up to [`MAX_OUTSTANDING`] files in flight.
+    fn dir(&mut self, dir: &Path, parent: Option<&Tree>) -> Result<Sub> {
         let mut names: Vec<OsString> = match fs::read_dir(dir) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
             Err(e) => {
@@ -190,20 +193,29 @@ impl Walk<'_> {
             }
         };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut nodes = Vec::with_capacity(names.len());
-        let mut pending = Vec::new();
+        let mut p = PendingDir::default();
         for name in names {
             let path = dir.join(&name);
             let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
-            if let Some((node, rx)) = self.entry(&path, name.as_bytes(), parent_node)? {
-                if let Some(rx) = rx {
-                    pending.push((nodes.len(), path, rx));
-                }
-                nodes.push(node);
+            if let Some((node, pending)) = self.entry(&path, name.as_bytes(), parent_node)? {
+                p.add(node, path, pending);
             }
         }
+        if p.files.is_empty() && p.dirs.is_empty() || self.outstanding > MAX_OUTSTANDING {
+            return self.finish(p).map(Sub::Ready);
+        }
+        Ok(Sub::Pending(p))
+    }
+
+    /// Waits for everything a pending directory waits for, then saves its tree.
+    fn finish(&mut self, p: PendingDir) -> Result<BlobId> {
+        let PendingDir { mut nodes, files, dirs } = p;
+        for (i, sub) in dirs {
+            nodes[i].subtree = Some(self.finish(sub)?);
+        }
         let mut dropped = Vec::new();
-        for (i, path, rx) in pending {
+        for (i, path, rx) in files {
+            self.outstanding -= 1;
             match rx.recv().map_err(|_| self.saver.check().err().unwrap_or(RepoError::Interrupted))?? {
                 FileResult::Stored { content, size, warning } => {
                     nodes[i].content = content;
@@ -225,6 +237,44 @@ impl Walk<'_> {
     }
 }
 
+/// Files being read whose directories are not saved yet. Above this, directories
+/// are saved as soon as they are walked, which bounds the memory the walk holds.
+const MAX_OUTSTANDING: usize = 4096;
+
+/// Work an entry still waits for.
+enum Pending {
+    Nothing,
+    File(Receiver<Result<FileResult>>),
+    Dir(PendingDir),
+}
+
+/// A directory tree, saved or not yet.
+enum Sub {
+    Ready(BlobId),
+    Pending(PendingDir),
+}
+
+/// A directory whose tree cannot be saved yet: files still being read, or
+/// subdirectories themselves pending.
+#[derive(Default)]
+struct PendingDir {
+    nodes: Vec<Node>,
+    files: Vec<(usize, PathBuf, Receiver<Result<FileResult>>)>,
+    dirs: Vec<(usize, PendingDir)>,
+}
+
+impl PendingDir {
+    fn add(&mut self, node: Node, path: PathBuf, pending: Pending) {
+        let i = self.nodes.len();
+        self.nodes.push(node);
+        match pending {
+            Pending::Nothing => {}
+            Pending::File(rx) => self.files.push((i, path, rx)),
+            Pending::Dir(d) => self.dirs.push((i, d)),
+        }
+    }
+}
+
 /// What the walk counted, once it is over.
 struct Counts {
     files: u64,
@@ -236,8 +286,15 @@ struct Counts {
     warnings: Vec<Warning>,
 }
 
-/// Reads, chunks and hashes one file.
-fn read_file(saver: &Saver, job: &ReadJob, progress: &Progress) -> Result<FileResult> {
+/// Reads, chunks and hashes one file. `buf` is the reader thread's chunking window,
+/// kept from file to file.
+fn read_file(
+    saver: &Saver,
+    params: &chunker::Params,
+    buf: &mut Vec<u8>,
+    job: &ReadJob,
+    progress: &Progress,
+) -> Result<FileResult> {
     let path = &job.path;
     let file = match File::open(path) {
         Ok(f) => f,
@@ -251,15 +308,26 @@ fn read_file(saver: &Saver, job: &ReadJob, progress: &Progress) -> Result<FileRe
     // Read no more than the size seen when the file was listed: a file that grows
     // faster than it can be read (a busy log) must not keep the backup going forever.
     use std::io::Read;
-    for chunk in chunker::chunks(file.take(job.before.len()), StreamKind::Files) {
+    let mut chunks = Chunker::new(file.take(job.before.len()), params, std::mem::take(buf));
+    for chunk in chunks.by_ref() {
         let chunk = match chunk {
             Ok(c) => c,
-            Err(e) => return Ok(FileResult::Skipped(format!("read error: {e}"))),
+            Err(e) => {
+                *buf = chunks.into_buffer();
+                return Ok(FileResult::Skipped(format!("read error: {e}")));
+            }
         };
         size += chunk.len() as u64;
         progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        content.push(saver.save(BlobKind::Data, chunk)?);
+        match saver.save(BlobKind::Data, chunk) {
+            Ok(id) => content.push(id),
+            Err(e) => {
+                *buf = chunks.into_buffer();
+                return Err(e);
+            }
+        }
     }
+    *buf = chunks.into_buffer();
     progress.files.fetch_add(1, Ordering::Relaxed);
     let warning = match fs::symlink_metadata(path) {
         Err(_) => Some("vanished while it was being read; the content read so far is kept".into()),
@@ -280,9 +348,14 @@ fn read_file(saver: &Saver, job: &ReadJob, progress: &Progress) -> Result<FileRe
     Ok(FileResult::Stored { content, size, warning })
 }
 
-fn reader_loop(saver: &Saver, jobs: Receiver<ReadJob>, progress: &Progress) {
+fn reader_loop(saver: &Saver, params: &chunker::Params, jobs: Receiver<ReadJob>, progress: &Progress) {
+    let mut buf = Vec::new();
     for job in jobs {
-        let r = if saver.check().is_err() { Err(RepoError::Interrupted) } else { read_file(saver, &job, progress) };
+        let r = if saver.check().is_err() {
+            Err(RepoError::Interrupted)
+        } else {
+            read_file(saver, params, &mut buf, &job, progress)
+        };
         let _ = job.reply.send(r);
     }
 }
@@ -324,6 +397,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
 
     let known = load_known(repo)?;
     let saver = Saver::start(repo, known.blobs, known.adopted);
+    let params = chunker::Params::new(StreamKind::Files, repo.keys().chunker_seed());
     let readers = if opts.readers == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)
     } else {
@@ -334,10 +408,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
 
     let walked = std::thread::scope(|scope| {
         for i in 0..readers {
-            let (rx, saver) = (job_rx.clone(), &saver);
+            let (rx, saver, params) = (job_rx.clone(), &saver, &params);
             std::thread::Builder::new()
                 .name(format!("ballast-read-{i}"))
-                .spawn_scoped(scope, move || reader_loop(saver, rx, progress))
+                .spawn_scoped(scope, move || reader_loop(saver, params, rx, progress))
                 .expect("spawning a reader thread");
         }
         drop(job_rx);
@@ -358,38 +432,27 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
             files_changed: 0,
             files_unmodified: 0,
             total_bytes: 0,
+            outstanding: 0,
         };
         let parent_root = parent.as_ref().and_then(|(_, s)| walk.load_parent(Some(&s.root)));
-        let root = if paths.len() == 1 && fs::metadata(&paths[0]).map(|m| m.is_dir()).unwrap_or(false) {
-            walk.dir(&paths[0], parent_root.as_ref())
-        } else {
+        let root = (|| {
+            if paths.len() == 1 && fs::metadata(&paths[0]).map(|m| m.is_dir()).unwrap_or(false) {
+                return match walk.dir(&paths[0], parent_root.as_ref())? {
+                    Sub::Ready(id) => Ok(id),
+                    Sub::Pending(p) => walk.finish(p),
+                };
+            }
             // Several paths (or one file): the root lists each by its final name.
-            let mut nodes = Vec::new();
-            let mut pending = Vec::new();
+            let mut root = PendingDir::default();
             for p in &paths {
                 let name = p.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"root".to_vec());
                 let pnode = parent_root.as_ref().and_then(|t| t.find(&name));
-                if let Some((node, rx)) = walk.entry(p, &name, pnode)? {
-                    if let Some(rx) = rx {
-                        pending.push((nodes.len(), rx));
-                    }
-                    nodes.push(node);
+                if let Some((node, pending)) = walk.entry(p, &name, pnode)? {
+                    root.add(node, p.clone(), pending);
                 }
             }
-            for (i, rx) in pending {
-                match rx.recv().map_err(|_| RepoError::Interrupted)?? {
-                    FileResult::Stored { content, size, warning } => {
-                        nodes[i].content = content;
-                        nodes[i].size = size;
-                        if let Some(w) = warning {
-                            walk.warn(&paths[i], w);
-                        }
-                    }
-                    FileResult::Skipped(why) => return Err(RepoError::Invalid(format!("{}: {why}", paths[i].display()))),
-                }
-            }
-            Tree { nodes }.save(&saver)
-        };
+            walk.finish(root)
+        })();
         drop(std::mem::replace(&mut walk.jobs, bounded(0).0));
         let counts = Counts {
             files: walk.files,
@@ -452,7 +515,7 @@ mod tests {
         fs::write(&p, b"data").unwrap();
         let j = job(&p);
         fs::remove_file(&p).unwrap();
-        match read_file(&saver(), &j, &Progress::default()).unwrap() {
+        match read_file(&saver(), &chunker::Params::new(StreamKind::Files, 0), &mut Vec::new(), &j, &Progress::default()).unwrap() {
             FileResult::Skipped(why) => assert!(why.contains("vanished"), "{why}"),
             FileResult::Stored { .. } => panic!("a vanished file cannot be stored"),
         }
@@ -465,7 +528,7 @@ mod tests {
         fs::write(&p, b"0123456789").unwrap();
         let j = job(&p);
         fs::write(&p, b"0123456789 and more written later").unwrap();
-        match read_file(&saver(), &j, &Progress::default()).unwrap() {
+        match read_file(&saver(), &chunker::Params::new(StreamKind::Files, 0), &mut Vec::new(), &j, &Progress::default()).unwrap() {
             FileResult::Stored { size, warning, content } => {
                 assert_eq!(size, 10, "only the listed size is read");
                 assert_eq!(content.len(), 1);

@@ -255,7 +255,7 @@ fn nonzero_runs(data: &[u8]) -> Vec<std::ops::Range<usize>> {
 /// Gaps up to this size between wanted blobs are read rather than split into requests.
 const MAX_GAP: u64 = 256 * 1024;
 /// Largest single ranged read.
-const MAX_SPAN: u64 = 16 * 1024 * 1024;
+const MAX_SPAN: u64 = 8 * 1024 * 1024;
 
 #[allow(clippy::too_many_arguments)]
 fn restore_pack(
@@ -283,9 +283,10 @@ fn restore_pack(
             _ => spans.push((s, e, vec![id])),
         }
     }
-    let ranges: Vec<std::ops::Range<u64>> = spans.iter().map(|(s, e, _)| *s..*e).collect();
-    let data = repo.store().get_ranges(&key, &ranges)?;
-    for ((start, _, ids), bytes) in spans.iter().zip(data) {
+    // One ranged read per span, each processed before the next is fetched: every
+    // byte of the pack is read once, and memory holds one span per thread.
+    for (start, end, ids) in &spans {
+        let bytes = repo.store().get_range(&key, *start..*end)?;
         for id in ids {
             let l = locations.get(id).expect("located");
             let off = (l.offset as u64 - start) as usize;

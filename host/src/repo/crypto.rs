@@ -44,7 +44,9 @@ impl MasterKey {
     pub fn derive(&self) -> Keys {
         let data = Zeroizing::new(blake3::derive_key("ballast 2026-11 repository data encryption", &self.0[..]));
         let chunk_id = Zeroizing::new(blake3::derive_key("ballast 2026-11 chunk identifiers", &self.0[..]));
-        Keys { cipher: Cipher::new(&data), chunk_id }
+        let seed = blake3::derive_key("ballast 2026-11 chunker gear seed", &self.0[..]);
+        let chunker_seed = u64::from_le_bytes(seed[..8].try_into().unwrap());
+        Keys { cipher: Cipher::new(&data), chunk_id, chunker_seed }
     }
 }
 
@@ -52,9 +54,15 @@ impl MasterKey {
 pub struct Keys {
     pub cipher: Cipher,
     chunk_id: Zeroizing<[u8; 32]>,
+    chunker_seed: u64,
 }
 
 impl Keys {
+    /// Seed for the chunker's gear tables.
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
     /// The identifier of a blob: keyed BLAKE3 of its plaintext, so ids reveal nothing
     /// about content to someone without the key.
     pub fn blob_id(&self, plaintext: &[u8]) -> [u8; 32] {

@@ -32,12 +32,18 @@ pub struct IndexFile {
     pub supersedes: Vec<String>,
 }
 
-/// Writes an index file and returns its key.
+/// Compacted index files are named `index/c-<id>` so that readers can take them first
+/// and learn which deltas they replace.
+const COMPACTED: &str = "c-";
+
+/// Writes an index file and returns its key. A file that supersedes others is written
+/// as a compacted file.
 pub fn write(repo: &Repository, file: &IndexFile) -> Result<String> {
     let plain = postcard::to_stdvec(file).expect("serialising the index");
     let compressed = zstd::bulk::compress(&plain, 3).map_err(|e| RepoError::io("index", e))?;
     let sealed = repo.keys().cipher.seal(&compressed);
-    let key = format!("{PREFIX}{}", hex::encode(blake3::hash(&sealed).as_bytes()));
+    let kind = if file.supersedes.is_empty() { "" } else { COMPACTED };
+    let key = format!("{PREFIX}{kind}{}", hex::encode(blake3::hash(&sealed).as_bytes()));
     repo.store().put(&key, Bytes::from(sealed))?;
     Ok(key)
 }
@@ -49,36 +55,34 @@ fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<IndexFile> {
     postcard::from_bytes(&plain).map_err(|e| damaged(format!("cannot decode: {e}")))
 }
 
-/// Calls `visit` for every index file, fetching several at a time. Returns the keys
-/// read. A file deleted by a concurrent compaction is harmless: its replacement was
-/// written first, so the listing is simply taken again.
+/// Files fetched at the same time; also the most decoded files held in memory.
+const BATCH: usize = 8;
+
+/// Calls `visit` for every index file, streaming: at most [`BATCH`] files are in
+/// memory at once, so the index never has to fit in memory whole. Compacted files are
+/// read first; the deltas they supersede are skipped. Returns the keys read.
 pub fn for_each(repo: &Repository, mut visit: impl FnMut(&str, IndexFile)) -> Result<Vec<String>> {
-    for attempt in 0..3 {
-        let keys: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
-        let mut files = Vec::with_capacity(keys.len());
-        let mut vanished = false;
-        for (key, r) in keys.iter().zip(repo.store().get_many(&keys, 8)) {
-            match r {
-                Ok(bytes) => files.push((key.clone(), decode(repo, key, &bytes)?)),
-                Err(e) if e.is_not_found() && attempt < 2 => {
-                    vanished = true;
-                    break;
-                }
+    let mut keys: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
+    keys.sort_by_key(|k| !k[PREFIX.len()..].starts_with(COMPACTED));
+    let mut superseded: HashSet<String> = HashSet::new();
+    let mut read = Vec::with_capacity(keys.len());
+    for batch in keys.chunks(BATCH) {
+        let wanted: Vec<String> = batch.iter().filter(|k| !superseded.contains(*k)).cloned().collect();
+        for (key, r) in wanted.iter().zip(repo.store().get_many(&wanted, BATCH)) {
+            let bytes = match r {
+                Ok(b) => b,
+                // Removed by a concurrent compaction, whose output was written first
+                // and read above (or is newer than this listing and adds nothing new).
+                Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
-            }
+            };
+            let file = decode(repo, key, &bytes)?;
+            superseded.extend(file.supersedes.iter().cloned());
+            read.push(key.clone());
+            visit(key, file);
         }
-        if vanished {
-            continue;
-        }
-        let superseded: HashSet<String> = files.iter().flat_map(|(_, f)| f.supersedes.iter().cloned()).collect();
-        for (key, file) in files {
-            if !superseded.contains(&key) {
-                visit(&key, file);
-            }
-        }
-        return Ok(keys);
     }
-    unreachable!("the loop returns on its last attempt")
+    Ok(read)
 }
 
 /// Where a blob is stored.

@@ -23,7 +23,7 @@ pub const MAGIC: &[u8; 8] = b"BLSTPK01";
 /// Fixed bytes at the end of a pack: trailer length and magic.
 pub const FOOTER_LEN: usize = 12;
 
-/// Packs are cut once they reach this size (one PUT each).
+/// Packs are cut before they grow past this size (one PUT each).
 pub const TARGET_SIZE: usize = 32 * 1024 * 1024;
 
 /// Where one blob sits inside a pack.
@@ -75,8 +75,9 @@ impl PackBuilder {
     /// Appends a blob; `seal` writes the sealed bytes to the end of the buffer.
     pub fn add(&mut self, kind: BlobKind, id: BlobId, raw_len: usize, seal: impl FnOnce(&mut Vec<u8>)) {
         if self.buf.capacity() == 0 && kind == BlobKind::Data {
-            // One allocation for the whole pack: growth by doubling would reserve 64 MiB.
-            self.buf.reserve_exact(TARGET_SIZE + 9 * 1024 * 1024);
+            // One allocation for the whole pack and its trailer (growth by doubling
+            // would reserve 64 MiB). Callers cut packs before they pass the target.
+            self.buf.reserve_exact(TARGET_SIZE + 1024 * 1024);
         }
         let offset = self.buf.len();
         seal(&mut self.buf);

@@ -24,6 +24,9 @@ use super::{Repository, Result};
 
 pub const PREFIX: &str = "prune/";
 
+/// Packs per compacted index file (about 64 GiB of data each).
+const COMPACTED_PACKS: usize = 2048;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Mark {
     time: jiff::Timestamp,
@@ -88,6 +91,8 @@ pub struct PruneReport {
     pub packs_waiting: usize,
     pub index_files_before: usize,
     pub index_files_after: usize,
+    /// Local repositories: partial upload files of killed processes, removed.
+    pub staging_files_removed: usize,
     pub dry_run: bool,
 }
 
@@ -116,6 +121,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.referenced_blobs = used.len();
 
     let mut indexed: HashMap<PackId, IndexPack> = HashMap::new();
+    let listed_index: Vec<String> = repo.store().list(index::PREFIX)?.into_iter().map(|o| o.key).collect();
     let index_keys = index::for_each(repo, |_, file| {
         for p in file.packs {
             indexed.insert(p.id, p);
@@ -226,11 +232,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     if !deleted.is_empty() || index_keys.len() > 16 {
         let packs: Vec<IndexPack> =
             indexed.into_values().filter(|p| !deleted.contains(&p.id) && listed.contains_key(&p.id)).collect();
-        index::write(repo, &IndexFile { packs, supersedes: index_keys.clone() })?;
-        for k in &index_keys {
+        // Compacted files of bounded size, each naming every file it replaces.
+        let chunks: Vec<&[IndexPack]> = packs.chunks(COMPACTED_PACKS).collect();
+        for chunk in &chunks {
+            index::write(repo, &IndexFile { packs: chunk.to_vec(), supersedes: listed_index.clone() })?;
+        }
+        for k in &listed_index {
             repo.store().delete(k)?;
         }
-        report.index_files_after = 1;
+        report.index_files_after = chunks.len();
     }
     for id in &deleted {
         repo.store().delete(&pack::key(id))?;
@@ -238,7 +248,33 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     for key in due_marks {
         repo.store().delete(&key)?;
     }
+    report.staging_files_removed = remove_stale_staging(repo, opts.grace);
     Ok(report)
+}
+
+/// A local repository writes each object to a staging file (`name#n`) and renames it
+/// into place; a process killed mid-write leaves the staging file behind, invisible to
+/// listings. Those older than the grace period are removed.
+fn remove_stale_staging(repo: &Repository, grace: std::time::Duration) -> usize {
+    let Some(root) = repo.store().location().local_path() else { return 0 };
+    let cutoff = std::time::SystemTime::now().checked_sub(grace).unwrap_or(std::time::UNIX_EPOCH);
+    let mut removed = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().contains('#')
+                && meta.modified().is_ok_and(|m| m <= cutoff)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 fn repack(repo: &Repository, packs: &[&IndexPack], used: &HashSet<BlobId>) -> Result<Vec<IndexPack>> {
@@ -257,10 +293,10 @@ fn repack(repo: &Repository, packs: &[&IndexPack], used: &HashSet<BlobId>) -> Re
         let ranges: Vec<_> = live.iter().map(|b| b.offset as u64..b.offset as u64 + b.length as u64).collect();
         let data = repo.store().get_ranges(&pack::key(&p.id), &ranges)?;
         for (b, sealed) in live.iter().zip(data) {
-            builder.add(b.kind, b.id, b.raw_len as usize, |o| o.extend_from_slice(&sealed));
-            if builder.len() >= pack::TARGET_SIZE {
+            if !builder.is_empty() && builder.len() + sealed.len() > pack::TARGET_SIZE {
                 flush(std::mem::take(&mut builder), &mut out)?;
             }
+            builder.add(b.kind, b.id, b.raw_len as usize, |o| o.extend_from_slice(&sealed));
         }
     }
     if !builder.is_empty() {

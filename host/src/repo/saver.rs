@@ -3,10 +3,10 @@
 //!
 //! Producers (file readers, a stream chunker) hash chunks and [`Saver::claim`] the
 //! ones the repository does not have; claimed chunks go through a bounded channel to
-//! encoder threads that compress, seal and append them to the open pack. Full packs go
-//! through another bounded channel to uploader threads, one PUT each. The bounds keep
-//! memory flat whatever the size of the backup: at most a few chunks waiting, one
-//! open pack per blob kind, and one pack per uploader in flight.
+//! encoder threads that compress, seal and append them to the open pack. The encoder
+//! that fills a pack uploads it, one PUT, before taking more work: that is the
+//! backpressure. Memory stays flat whatever the size of the backup: a few chunks
+//! waiting, one open pack per blob kind, and at most one pack per encoder in flight.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,9 +112,7 @@ impl Shared {
 pub struct Saver {
     shared: Arc<Shared>,
     jobs: Option<Sender<Job>>,
-    uploads: Option<Sender<FinishedPack>>,
     encoders: Vec<JoinHandle<()>>,
-    uploaders: Vec<JoinHandle<()>>,
     adopted: Vec<IndexPack>,
 }
 
@@ -122,9 +120,6 @@ pub struct Saver {
 fn encoder_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8)
 }
-
-/// Packs uploaded at the same time.
-pub const UPLOADERS: usize = 2;
 
 impl Saver {
     pub fn start(repo: &Repository, known: KnownBlobs, adopted: Vec<IndexPack>) -> Saver {
@@ -141,27 +136,17 @@ impl Saver {
             bytes_stored: AtomicU64::new(0),
         });
         let n = encoder_threads();
-        let (job_tx, job_rx) = bounded::<Job>(n * 2);
-        let (up_tx, up_rx) = bounded::<FinishedPack>(0);
+        let (job_tx, job_rx) = bounded::<Job>(n);
         let encoders = (0..n)
             .map(|i| {
-                let (shared, rx, up) = (shared.clone(), job_rx.clone(), up_tx.clone());
+                let (shared, rx) = (shared.clone(), job_rx.clone());
                 std::thread::Builder::new()
                     .name(format!("ballast-encode-{i}"))
-                    .spawn(move || encode_loop(&shared, rx, up))
+                    .spawn(move || encode_loop(&shared, rx))
                     .expect("spawning an encoder thread")
             })
             .collect();
-        let uploaders = (0..UPLOADERS)
-            .map(|i| {
-                let (shared, rx) = (shared.clone(), up_rx.clone());
-                std::thread::Builder::new()
-                    .name(format!("ballast-upload-{i}"))
-                    .spawn(move || upload_loop(&shared, rx))
-                    .expect("spawning an uploader thread")
-            })
-            .collect();
-        Saver { shared, jobs: Some(job_tx), uploads: Some(up_tx), encoders, uploaders, adopted }
+        Saver { shared, jobs: Some(job_tx), encoders, adopted }
     }
 
     pub fn repo(&self) -> &Repository {
@@ -216,18 +201,13 @@ impl Saver {
         for h in self.encoders.drain(..) {
             h.join().expect("an encoder thread panicked");
         }
-        let up = self.uploads.take().expect("the saver is running");
         if !self.shared.failed.load(Ordering::SeqCst) {
             for builder in [&self.shared.data_pack, &self.shared.tree_pack] {
                 let b = std::mem::take(&mut *builder.lock().unwrap());
                 if !b.is_empty() {
-                    let _ = up.send(b.finish(self.shared.repo.keys()));
+                    upload(&self.shared, b.finish(self.shared.repo.keys()));
                 }
             }
-        }
-        drop(up);
-        for h in self.uploaders.drain(..) {
-            h.join().expect("an uploader thread panicked");
         }
         self.check()?;
         let mut packs = std::mem::take(&mut *self.shared.uploaded.lock().unwrap());
@@ -253,14 +233,13 @@ impl Drop for Saver {
         // them or prune removes them.
         self.shared.failed.store(true, Ordering::SeqCst);
         drop(self.jobs.take());
-        drop(self.uploads.take());
-        for h in self.encoders.drain(..).chain(self.uploaders.drain(..)) {
+        for h in self.encoders.drain(..) {
             let _ = h.join();
         }
     }
 }
 
-fn encode_loop(shared: &Shared, jobs: Receiver<Job>, uploads: Sender<FinishedPack>) {
+fn encode_loop(shared: &Shared, jobs: Receiver<Job>) {
     let keys = shared.repo.keys();
     let mut sealed = Vec::new();
     for job in jobs {
@@ -277,27 +256,27 @@ fn encode_loop(shared: &Shared, jobs: Receiver<Job>, uploads: Sender<FinishedPac
             BlobKind::Tree => &shared.tree_pack,
         };
         let full = {
+            // Cut the pack before it would pass the target size, so that one buffer
+            // of the target size holds any pack without growing.
             let mut b = builder.lock().unwrap();
+            let full = (!b.is_empty() && b.len() + sealed.len() > pack::TARGET_SIZE).then(|| std::mem::take(&mut *b));
             b.add(job.kind, job.id, job.data.len(), |out| out.extend_from_slice(&sealed));
-            (b.len() >= pack::TARGET_SIZE).then(|| std::mem::take(&mut *b))
+            full
         };
         if let Some(full) = full {
-            if uploads.send(full.finish(keys)).is_err() {
-                return;
-            }
+            upload(shared, full.finish(keys));
         }
     }
 }
 
-fn upload_loop(shared: &Shared, packs: Receiver<FinishedPack>) {
-    for p in packs {
-        if shared.failed.load(Ordering::Relaxed) {
-            continue;
-        }
-        let size = p.bytes.len() as u64;
-        match shared.repo.store().put(&pack::key(&p.id), p.bytes) {
-            Ok(()) => shared.uploaded.lock().unwrap().push(IndexPack { id: p.id, size, blobs: p.entries }),
-            Err(e) => shared.fail(e.into()),
-        }
+/// Uploads a finished pack (one PUT) and records it for the index delta.
+fn upload(shared: &Shared, p: FinishedPack) {
+    if shared.failed.load(Ordering::Relaxed) {
+        return;
+    }
+    let size = p.bytes.len() as u64;
+    match shared.repo.store().put(&pack::key(&p.id), p.bytes) {
+        Ok(()) => shared.uploaded.lock().unwrap().push(IndexPack { id: p.id, size, blobs: p.entries }),
+        Err(e) => shared.fail(e.into()),
     }
 }
