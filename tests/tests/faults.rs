@@ -174,3 +174,46 @@ fn prune_during_a_backup_does_not_harm_it() {
     env.run(&["restore", "latest", "--target", target.to_str().unwrap()]).ok();
     trees::assert_same(&src, &target);
 }
+
+#[test]
+fn a_damaged_snapshot_record_is_reported_and_does_not_block_the_others() {
+    let env = Env::init_local();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"one").unwrap();
+    let first = env.backup(&src, &[]);
+    std::fs::write(src.join("a"), b"two").unwrap();
+    let second = env.backup(&src, &[]);
+    let record = env.repo_path().join("snapshots").join(&first);
+    let mut bytes = std::fs::read(&record).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&record, bytes).unwrap();
+
+    let ids = env.snapshot_ids();
+    assert_eq!(ids, vec![second.clone()], "the readable snapshot is still listed");
+    let out = env.run(&["repo", "check"]).expect_code(12);
+    assert!(out.stdout.contains(&format!("snapshot record snapshots/{first}")), "{}", out.stdout);
+    std::fs::write(src.join("a"), b"three").unwrap();
+    env.backup(&src, &[]);
+}
+
+#[test]
+fn a_missing_pack_leaves_other_files_restored_and_names_the_rest() {
+    let env = Env::init_local();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("small.txt"), b"small").unwrap();
+    env.backup(&src, &[]);
+    let first_packs = env.objects("data");
+    // small.txt stays in the first backup's pack; big.bin goes into new packs.
+    std::fs::write(src.join("big.bin"), random_bytes(40 << 20, 77)).unwrap();
+    let id = env.backup(&src, &[]);
+    let pack = largest(env.objects("data").into_iter().filter(|p| !first_packs.contains(p)).collect());
+    std::fs::remove_file(&pack).unwrap();
+    let target = env.path("restored");
+    let out = env.run(&["restore", &id, "--target", target.to_str().unwrap()]).expect_code(1);
+    assert!(out.stdout.contains("big.bin") && out.stdout.contains("incomplete"), "{}", out.stdout);
+    assert_eq!(std::fs::read(target.join("small.txt")).unwrap(), b"small");
+    let check = env.run(&["repo", "check"]).expect_code(12);
+    assert!(check.stdout.contains(&name(&pack)) && check.stdout.contains("missing"), "{}", check.stdout);
+}

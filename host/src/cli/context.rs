@@ -56,7 +56,12 @@ pub fn init_logging(g: &GlobalArgs) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ballast={level},warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_target(false)
+        .try_init();
 }
 
 impl GlobalArgs {
@@ -78,7 +83,7 @@ impl GlobalArgs {
         if let Some(path) = &self.key_file {
             return Secret::read_key_file(path).map_err(anyhow::Error::msg);
         }
-        password_from("BALLAST_PASSWORD", self.password_file.as_deref(), "repository password: ")
+        password_from(("BALLAST_PASSWORD", "BALLAST_PASSWORD_FILE"), self.password_file.as_deref(), "repository password: ")
     }
 
     pub fn open(&self) -> Result<Repository> {
@@ -93,13 +98,11 @@ impl GlobalArgs {
     }
 }
 
-/// A password from an environment variable, a file, or a prompt.
-pub fn password_from(env: &str, file: Option<&std::path::Path>, prompt: &str) -> Result<Secret> {
-    if let Ok(p) = std::env::var(env) {
-        if !p.is_empty() {
-            return Ok(Secret::Password(Zeroizing::new(p)));
-        }
-    }
+/// A password from a file (named by a flag or its environment variable), an
+/// environment variable, or a prompt; `vars` names the password variable and the file
+/// variable.
+pub fn password_from(vars: (&str, &str), file: Option<&std::path::Path>, prompt: &str) -> Result<Secret> {
+    let (env, file_env) = vars;
     if let Some(path) = file {
         let text = Zeroizing::new(
             std::fs::read_to_string(path).with_context(|| format!("cannot read the password file {}", path.display()))?,
@@ -110,17 +113,22 @@ pub fn password_from(env: &str, file: Option<&std::path::Path>, prompt: &str) ->
         }
         return Ok(Secret::Password(Zeroizing::new(line.to_string())));
     }
+    if let Ok(p) = std::env::var(env) {
+        if !p.is_empty() {
+            return Ok(Secret::Password(Zeroizing::new(p)));
+        }
+    }
     if std::io::stdin().is_terminal() {
         let p = rpassword::prompt_password(prompt).context("cannot read the password from the terminal")?;
         return Ok(Secret::Password(Zeroizing::new(p)));
     }
-    bail!("no password: set {env} or BALLAST_PASSWORD_FILE, pass --key-file, or run on a terminal to be asked")
+    bail!("no password: set {env} or {file_env}, pass --key-file, or run on a terminal to be asked")
 }
 
 /// A new password (for `repo init`, `key add`, `key passwd`): asked twice on a terminal.
-pub fn new_password(env: &str, file: Option<&std::path::Path>) -> Result<Secret> {
-    if std::env::var(env).is_ok_and(|v| !v.is_empty()) || file.is_some() || !std::io::stdin().is_terminal() {
-        return password_from(env, file, "");
+pub fn new_password(vars: (&str, &str), file: Option<&std::path::Path>) -> Result<Secret> {
+    if std::env::var(vars.0).is_ok_and(|v| !v.is_empty()) || file.is_some() || !std::io::stdin().is_terminal() {
+        return password_from(vars, file, "");
     }
     let a = Zeroizing::new(rpassword::prompt_password("new password: ")?);
     let b = Zeroizing::new(rpassword::prompt_password("again: ")?);

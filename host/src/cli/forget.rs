@@ -6,6 +6,7 @@ use clap::Args;
 use super::context::GlobalArgs;
 use super::exit;
 use super::output;
+use super::snapshots::Filter;
 use crate::repo::forget::{decide, GroupBy, Policy};
 use crate::repo::prune::{self, PruneOptions};
 use crate::repo::snapshot::{self, SnapshotId};
@@ -33,15 +34,8 @@ pub struct ForgetArgs {
     /// Keep every snapshot younger than this (e.g. 7d, 36h) relative to the newest
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     keep_within: Option<std::time::Duration>,
-    /// Only consider snapshots with this tag; repeatable
-    #[arg(long)]
-    tag: Vec<String>,
-    /// Only consider snapshots from this host
-    #[arg(long)]
-    host: Option<String>,
-    /// Only consider snapshots of this source kind (path, stream, ...)
-    #[arg(long)]
-    kind: Option<String>,
+    #[command(flatten)]
+    filter: Filter,
     /// Apply the policy separately to each group of these fields
     #[arg(long, default_value = "host,tags,source")]
     group_by: String,
@@ -68,12 +62,7 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
     }
     let group_by = GroupBy::parse(&a.group_by).map_err(anyhow::Error::msg)?;
     let repo = g.open()?;
-    let snaps: Vec<_> = snapshot::list(&repo)?
-        .into_iter()
-        .filter(|(_, s)| a.tag.iter().all(|t| s.tags.contains(t)))
-        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.host == h))
-        .filter(|(_, s)| a.kind.as_ref().is_none_or(|k| &s.source.kind == k))
-        .collect();
+    let snaps: Vec<_> = snapshot::list(&repo)?.into_iter().filter(|(_, s)| a.filter.matches(s)).collect();
     let decisions = decide(&policy, group_by, &snaps, &jiff::tz::TimeZone::system());
     let mut removed = 0;
     if !a.dry_run {
@@ -83,8 +72,9 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
             removed += 1;
         }
     }
+    let pruned = if a.prune && !a.dry_run { Some(prune::prune(&repo, &PruneOptions::default())?) } else { None };
     if g.json {
-        output::json(&serde_json::json!({ "dry_run": a.dry_run, "decisions": decisions }))?;
+        output::json(&serde_json::json!({ "dry_run": a.dry_run, "decisions": decisions, "prune": pruned }))?;
     } else {
         let mut t = output::table(&["id", "time", "group", "action", "reasons"]);
         for d in &decisions {
@@ -103,11 +93,8 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
             println!("{removed} snapshots removed; run `ballast repo prune` to free their data");
         }
     }
-    if a.prune && !a.dry_run {
-        let r = prune::prune(&repo, &PruneOptions::default())?;
-        if !g.json {
-            println!("prune: {} packs marked, {} deleted", r.packs_marked, r.packs_deleted);
-        }
+    if let (Some(r), false) = (&pruned, g.json) {
+        println!("prune: {} packs marked, {} deleted", r.packs_marked, r.packs_deleted);
     }
     Ok(exit::OK)
 }

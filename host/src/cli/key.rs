@@ -11,6 +11,8 @@ use super::exit;
 use super::output;
 use crate::repo::keys::Secret;
 
+const NEW_PASSWORD_VARS: (&str, &str) = ("BALLAST_NEW_PASSWORD", "BALLAST_NEW_PASSWORD_FILE");
+
 #[derive(Subcommand)]
 pub enum KeyCommand {
     /// List the keys that open the repository
@@ -58,7 +60,7 @@ pub fn run(g: &GlobalArgs, cmd: KeyCommand) -> Result<i32> {
                     t.add_row(vec![
                         if k.current { "*".into() } else { String::new() },
                         k.id,
-                        format!("{:?}", k.record.kind).to_lowercase(),
+                        serde_json::to_value(k.record.kind)?.as_str().unwrap_or_default().to_string(),
                         k.record.label,
                         k.record.username,
                         k.record.host,
@@ -75,7 +77,7 @@ pub fn run(g: &GlobalArgs, cmd: KeyCommand) -> Result<i32> {
                     super::repo::write_private(path, text.as_bytes())?;
                     secret
                 }
-                None => new_password("BALLAST_NEW_PASSWORD", a.secret.new_password_file.as_deref())?,
+                None => new_password(NEW_PASSWORD_VARS, a.secret.new_password_file.as_deref())?,
             };
             let id = repo.add_key(&secret, &a.label)?;
             if g.json {
@@ -93,7 +95,7 @@ pub fn run(g: &GlobalArgs, cmd: KeyCommand) -> Result<i32> {
             }
         }
         KeyCommand::Passwd(a) => {
-            let secret = new_password("BALLAST_NEW_PASSWORD", a.new_password_file.as_deref())?;
+            let secret = new_password(NEW_PASSWORD_VARS, a.new_password_file.as_deref())?;
             let id = repo.change_secret(&secret)?;
             if g.json {
                 output::json(&json!({ "key": id }))?;

@@ -85,7 +85,7 @@ fn init(g: &GlobalArgs, a: InitArgs) -> Result<i32> {
         }
         None => match &g.key_file {
             Some(path) => Secret::read_key_file(path).map_err(anyhow::Error::msg)?,
-            None => new_password("BALLAST_PASSWORD", g.password_file.as_deref())?,
+            None => new_password(("BALLAST_PASSWORD", "BALLAST_PASSWORD_FILE"), g.password_file.as_deref())?,
         },
     };
     let repo = Repository::init(store, &secret, &a.label)?;

@@ -8,10 +8,11 @@ use super::context::GlobalArgs;
 use super::exit;
 use super::output::{self, bytes};
 use crate::files::{diff as treediff, ls as listing};
-use crate::repo::snapshot;
+use crate::repo::snapshot::{self, Snapshot};
 
+/// Which snapshots a command looks at.
 #[derive(Args)]
-pub struct SnapshotsArgs {
+pub struct Filter {
     /// Only snapshots with this tag; repeatable (all must match)
     #[arg(long)]
     tag: Vec<String>,
@@ -21,6 +22,20 @@ pub struct SnapshotsArgs {
     /// Only snapshots of this source kind (path, stream, ...)
     #[arg(long)]
     kind: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.tag.iter().all(|t| s.tags.contains(t))
+            && self.host.as_ref().is_none_or(|h| &s.host == h)
+            && self.kind.as_ref().is_none_or(|k| &s.source.kind == k)
+    }
+}
+
+#[derive(Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    filter: Filter,
 }
 
 #[derive(Args)]
@@ -41,12 +56,7 @@ pub struct DiffArgs {
 
 pub fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
     let repo = g.open()?;
-    let list: Vec<_> = snapshot::list(&repo)?
-        .into_iter()
-        .filter(|(_, s)| a.tag.iter().all(|t| s.tags.contains(t)))
-        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.host == h))
-        .filter(|(_, s)| a.kind.as_ref().is_none_or(|k| &s.source.kind == k))
-        .collect();
+    let list: Vec<_> = snapshot::list(&repo)?.into_iter().filter(|(_, s)| a.filter.matches(s)).collect();
     if g.json {
         let v: Vec<_> = list.iter().map(|(id, s)| json!({ "id": id.to_string(), "snapshot": s })).collect();
         return output::json(&v).map(|_| exit::OK);

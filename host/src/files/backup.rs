@@ -12,7 +12,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -85,23 +84,17 @@ struct Walk<'a> {
     force_reread: bool,
     root_devices: Vec<u64>,
     one_file_system: bool,
-    warnings: Mutex<Vec<Warning>>,
     progress: &'a Progress,
-    files: u64,
-    dirs: u64,
-    files_new: u64,
-    files_changed: u64,
-    files_unmodified: u64,
-    total_bytes: u64,
+    counts: Counts,
     /// Files submitted for reading whose results have not been collected yet.
     outstanding: usize,
 }
 
 impl Walk<'_> {
-    fn warn(&self, path: &Path, message: impl Into<String>) {
+    fn warn(&mut self, path: &Path, message: impl Into<String>) {
         let message = message.into();
         tracing::warn!("{}: {message}", path.display());
-        self.warnings.lock().unwrap().push(Warning { path: path.display().to_string(), message });
+        self.counts.warnings.push(Warning { path: path.display().to_string(), message });
     }
 
     fn load_parent(&self, id: Option<&BlobId>) -> Option<Tree> {
@@ -132,7 +125,7 @@ impl Walk<'_> {
         let mut pending = Pending::Nothing;
         match node.kind {
             NodeKind::Dir => {
-                self.dirs += 1;
+                self.counts.dirs += 1;
                 let crosses = self.one_file_system && !self.root_devices.contains(&meta.dev());
                 if crosses {
                     node.subtree = Some(Tree::default().save(self.saver)?);
@@ -145,20 +138,20 @@ impl Walk<'_> {
                 }
             }
             NodeKind::File => {
-                self.files += 1;
-                self.total_bytes += node.size;
+                self.counts.files += 1;
+                self.counts.total_bytes += node.size;
                 self.progress.bytes_seen.fetch_add(node.size, Ordering::Relaxed);
                 match parent {
                     Some(p) if !self.force_reread && metadata::unchanged(p, &node) => {
                         node.content = p.content.clone();
-                        self.files_unmodified += 1;
+                        self.counts.files_unmodified += 1;
                         self.progress.files.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
                         if parent.is_some() {
-                            self.files_changed += 1;
+                            self.counts.files_changed += 1;
                         } else {
-                            self.files_new += 1;
+                            self.counts.files_new += 1;
                         }
                         let (tx, rx) = bounded(1);
                         self.jobs
@@ -226,6 +219,8 @@ impl Walk<'_> {
                 }
                 FileResult::Skipped(why) => {
                     self.warn(&path, why);
+                    self.counts.files -= 1;
+                    self.counts.total_bytes -= nodes[i].size;
                     dropped.push(i);
                 }
             }
@@ -275,7 +270,8 @@ impl PendingDir {
     }
 }
 
-/// What the walk counted, once it is over.
+/// What the walk counts.
+#[derive(Default)]
 struct Counts {
     files: u64,
     dirs: u64,
@@ -424,14 +420,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
             force_reread: opts.force_reread,
             root_devices,
             one_file_system: opts.one_file_system,
-            warnings: Mutex::default(),
             progress,
-            files: 0,
-            dirs: 0,
-            files_new: 0,
-            files_changed: 0,
-            files_unmodified: 0,
-            total_bytes: 0,
+            counts: Counts::default(),
             outstanding: 0,
         };
         let parent_root = parent.as_ref().and_then(|(_, s)| walk.load_parent(Some(&s.root)));
@@ -454,16 +444,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
             walk.finish(root)
         })();
         drop(std::mem::replace(&mut walk.jobs, bounded(0).0));
-        let counts = Counts {
-            files: walk.files,
-            dirs: walk.dirs,
-            files_new: walk.files_new,
-            files_changed: walk.files_changed,
-            files_unmodified: walk.files_unmodified,
-            total_bytes: walk.total_bytes,
-            warnings: walk.warnings.into_inner().unwrap(),
-        };
-        root.map(|r| (r, counts))
+        root.map(|r| (r, walk.counts))
     });
     let (root, walk) = walked?;
     let stats = saver.finish()?;
@@ -493,15 +474,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::keys::Secret;
-    use crate::store::{Location, Store};
 
     fn saver() -> Saver {
-        std::env::set_var("BALLAST_KDF_MEMORY_KIB", "64");
-        let name = format!("backup-test-{}", hex::encode(crate::repo::crypto::random_bytes::<8>()));
-        let store = Store::connect(&Location::Memory(name), &Default::default()).unwrap();
-        let repo = Repository::init(store, &Secret::Password("pw".to_string().into()), "").unwrap();
-        Saver::start(&repo, Default::default(), vec![])
+        Saver::start(&Repository::in_memory_for_tests(), Default::default(), vec![])
     }
 
     fn job(path: &Path) -> ReadJob {

@@ -46,11 +46,17 @@ pub fn mode_string(n: &Node) -> String {
         NodeKind::File => '-',
     };
     let mut s = String::from(t);
-    for shift in [6, 3, 0] {
+    // setuid, setgid and sticky show in the execute column, as in `ls -l`.
+    for (shift, special, letter) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
         let bits = (n.mode >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+        s.push(match (bits & 1 != 0, n.mode & special != 0) {
+            (true, true) => letter,
+            (false, true) => letter.to_ascii_uppercase(),
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
     }
     s
 }
@@ -95,4 +101,23 @@ pub fn list(repo: &Repository, snapshot: &Snapshot, under: &str) -> Result<Vec<E
         Ok(())
     })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_strings_show_special_bits() {
+        let mut n = Node::new(b"x".to_vec(), NodeKind::File);
+        n.mode = 0o100755;
+        assert_eq!(mode_string(&n), "-rwxr-xr-x");
+        n.mode = 0o104755;
+        assert_eq!(mode_string(&n), "-rwsr-xr-x");
+        n.kind = NodeKind::Dir;
+        n.mode = 0o41777;
+        assert_eq!(mode_string(&n), "drwxrwxrwt");
+        n.mode = 0o42644;
+        assert_eq!(mode_string(&n), "drw-r-Sr--");
+    }
 }

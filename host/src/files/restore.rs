@@ -150,11 +150,18 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
                 fs::create_dir_all(&item.path)
             }
             NodeKind::File if item.link_to.is_none() => {
+                // Never write through a symlink that already sits at this path.
+                if fs::symlink_metadata(&item.path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    let _ = fs::remove_file(&item.path);
+                }
                 summary.files += 1;
                 summary.bytes += item.node.size;
                 let mut offset = 0u64;
                 for id in &item.node.content {
-                    let loc = locations.get(id).ok_or_else(|| RepoError::BlobNotIndexed { blob: id.to_string() })?;
+                    let Some(loc) = locations.get(id) else {
+                        fail(&item.path, format!("incomplete: {}", RepoError::BlobNotIndexed { blob: id.to_string() }));
+                        break;
+                    };
                     destinations.entry(*id).or_default().push((i, offset));
                     offset += loc.raw_len as u64;
                 }
@@ -181,21 +188,21 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
     let packs: Mutex<Vec<(u32, Vec<BlobId>)>> = Mutex::new(by_pack.into_iter().collect());
     summary.packs_read = packs.lock().unwrap().len() as u64;
     let threads = if opts.threads == 0 { 4 } else { opts.threads };
-    let fatal: Mutex<Option<RepoError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
                 let Some((pack_no, blobs)) = packs.lock().unwrap().pop() else { return };
+                let affected: Vec<usize> = blobs.iter().flat_map(|b| destinations[b].iter().map(|(i, _)| *i)).collect();
                 if let Err(e) = restore_pack(repo, &locations, pack_no, blobs, &destinations, &items, progress, &fail) {
-                    fatal.lock().unwrap().get_or_insert(e);
-                    return;
+                    // A pack that cannot be read: name every file that needed it, go on.
+                    let mut seen = HashSet::new();
+                    for i in affected.into_iter().filter(|i| seen.insert(*i)) {
+                        fail(&items[i].path, format!("incomplete: {e}"));
+                    }
                 }
             });
         }
     });
-    if let Some(e) = fatal.into_inner().unwrap() {
-        return Err(e);
-    }
 
     // 4. Links, special files, then metadata, directories last and deepest first.
     for item in &items {

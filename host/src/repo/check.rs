@@ -59,14 +59,16 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Res
     report.packs = listed.len();
 
     // Index against packs.
-    let mut indexed: HashMap<PackId, IndexPack> = HashMap::new();
-    let mut locations = Locations::default();
-    let keys = index::for_each(repo, |_, file| {
-        for p in file.packs {
-            locations.add_pack(&p, &mut |_, _| true);
-            indexed.insert(p.id, p);
-        }
-    })?;
+    let ((indexed, locations), keys) = index::fold(
+        repo,
+        || (HashMap::<PackId, IndexPack>::new(), Locations::default()),
+        |(indexed, locations), _, file| {
+            for p in file.packs {
+                locations.add_pack(&p, &mut |_, _| true);
+                indexed.insert(p.id, p);
+            }
+        },
+    )?;
     report.index_files = keys.len();
     report.blobs = locations.len();
     let mut bad_packs: HashMap<PackId, (String, String)> = HashMap::new();
@@ -88,10 +90,17 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Res
     report.unindexed_packs.sort();
 
     // Snapshots: every tree readable, every blob indexed; remember which packs each uses.
-    let snaps = snapshot::list(repo)?;
-    report.snapshots = snaps.len();
+    let (snaps, unreadable) = snapshot::list_all(repo)?;
+    report.snapshots = snaps.len() + unreadable.len();
     let mut uses: Vec<(SnapshotId, HashSet<u32>)> = Vec::new();
-    let mut problems = Vec::new();
+    let mut problems: Vec<Problem> = unreadable
+        .into_iter()
+        .map(|(key, e)| Problem {
+            what: format!("snapshot record {key}"),
+            detail: format!("{e}; the snapshot is lost unless you have another copy of the record"),
+            snapshots: vec![key.trim_start_matches(snapshot::PREFIX).chars().take(8).collect()],
+        })
+        .collect();
     for (sid, s) in &snaps {
         let mut packs_used = HashSet::new();
         let mut missing = BTreeSet::new();
@@ -211,10 +220,7 @@ pub fn repair_index(repo: &Repository) -> Result<(usize, Vec<String>)> {
         }
     }
     let n = packs.len();
-    index::write(repo, &index::IndexFile { packs, supersedes: old_keys.clone() })?;
-    for k in old_keys {
-        repo.store().delete(&k)?;
-    }
+    index::compact(repo, packs, &old_keys, 2048)?;
     Ok((n, unreadable))
 }
 
@@ -235,21 +241,23 @@ pub struct Stats {
 }
 
 pub fn stats(repo: &Repository) -> Result<Stats> {
-    let mut st = Stats::default();
-    let mut seen = HashSet::new();
-    let keys = index::for_each(repo, |_, file| {
-        for p in &file.packs {
-            for b in &p.blobs {
-                if seen.insert((b.kind, b.id)) {
-                    st.raw_bytes += b.raw_len as u64;
-                    match b.kind {
-                        BlobKind::Data => st.data_blobs += 1,
-                        BlobKind::Tree => st.tree_blobs += 1,
+    let ((mut st, _), keys) = index::fold(
+        repo,
+        || (Stats::default(), HashSet::new()),
+        |(st, seen), _, file| {
+            for p in &file.packs {
+                for b in &p.blobs {
+                    if seen.insert((b.kind, b.id)) {
+                        st.raw_bytes += b.raw_len as u64;
+                        match b.kind {
+                            BlobKind::Data => st.data_blobs += 1,
+                            BlobKind::Tree => st.tree_blobs += 1,
+                        }
                     }
                 }
             }
-        }
-    })?;
+        },
+    )?;
     st.index_files = keys.len();
     st.blobs = st.data_blobs + st.tree_blobs;
     for (_, size) in repo.list_packs()? {

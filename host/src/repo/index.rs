@@ -32,20 +32,38 @@ pub struct IndexFile {
     pub supersedes: Vec<String>,
 }
 
-/// Compacted index files are named `index/c-<id>` so that readers can take them first
-/// and learn which deltas they replace.
-const COMPACTED: &str = "c-";
-
-/// Writes an index file and returns its key. A file that supersedes others is written
-/// as a compacted file.
+/// Writes an index delta (one backup's packs) and returns its key.
 pub fn write(repo: &Repository, file: &IndexFile) -> Result<String> {
+    write_named(repo, file, "")
+}
+
+fn write_named(repo: &Repository, file: &IndexFile, name_prefix: &str) -> Result<String> {
     let plain = postcard::to_stdvec(file).expect("serialising the index");
     let compressed = zstd::bulk::compress(&plain, 3).map_err(|e| RepoError::io("index", e))?;
     let sealed = repo.keys().cipher.seal(&compressed);
-    let kind = if file.supersedes.is_empty() { "" } else { COMPACTED };
-    let key = format!("{PREFIX}{kind}{}", hex::encode(blake3::hash(&sealed).as_bytes()));
+    let key = format!("{PREFIX}{name_prefix}{}", hex::encode(blake3::hash(&sealed).as_bytes()));
     repo.store().put(&key, Bytes::from(sealed))?;
     Ok(key)
+}
+
+/// Replaces the index files `old` by compacted files holding `packs`, at most
+/// `per_file` packs each. The new files are written first, then the old ones deleted.
+///
+/// A compaction's files are named `c-<millis>-<part>of<parts>-<hash>`: a reader sees
+/// from the listing alone whether a compaction is complete, and reads the newest
+/// complete one first to learn which files it supersedes.
+pub fn compact(repo: &Repository, packs: Vec<IndexPack>, old: &[String], per_file: usize) -> Result<usize> {
+    let millis = jiff::Timestamp::now().as_millisecond();
+    let parts: Vec<&[IndexPack]> = if packs.is_empty() { vec![&[]] } else { packs.chunks(per_file.max(1)).collect() };
+    let n = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        let file = IndexFile { packs: part.to_vec(), supersedes: old.to_vec() };
+        write_named(repo, &file, &format!("{COMPACTED}{millis:013}-{:05}of{n:05}-", i + 1))?;
+    }
+    for k in old {
+        repo.store().delete(k)?;
+    }
+    Ok(n)
 }
 
 fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<IndexFile> {
@@ -55,34 +73,91 @@ fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<IndexFile> {
     postcard::from_bytes(&plain).map_err(|e| damaged(format!("cannot decode: {e}")))
 }
 
+const COMPACTED: &str = "c-";
+
+/// `(millis, part, parts)` of a compacted file's key.
+fn compaction_of(key: &str) -> Option<(&str, u32)> {
+    let rest = key.strip_prefix(PREFIX)?.strip_prefix(COMPACTED)?;
+    let (millis, rest) = rest.split_once('-')?;
+    let (_part, rest) = rest.split_once("of")?;
+    let parts = rest.split_once('-')?.0.parse().ok()?;
+    Some((millis, parts))
+}
+
 /// Files fetched at the same time; also the most decoded files held in memory.
 const BATCH: usize = 8;
 
-/// Calls `visit` for every index file, streaming: at most [`BATCH`] files are in
-/// memory at once, so the index never has to fit in memory whole. Compacted files are
-/// read first; the deltas they supersede are skipped. Returns the keys read.
-pub fn for_each(repo: &Repository, mut visit: impl FnMut(&str, IndexFile)) -> Result<Vec<String>> {
-    let mut keys: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
-    keys.sort_by_key(|k| !k[PREFIX.len()..].starts_with(COMPACTED));
+/// Folds every index file into a state, streaming: at most [`BATCH`] files are in
+/// memory at once, so the index never has to fit in memory whole. Returns the state
+/// and the keys read.
+///
+/// The newest complete compaction is read first and the files it supersedes are
+/// skipped; an incomplete one (being written right now) is ignored, since the files it
+/// replaces still exist. If a file vanishes between listing and reading (a compaction
+/// finished meanwhile), the pass starts over with a fresh state.
+pub fn fold<S>(
+    repo: &Repository,
+    init: impl Fn() -> S,
+    mut visit: impl FnMut(&mut S, &str, IndexFile),
+) -> Result<(S, Vec<String>)> {
+    let mut attempt = 0;
+    loop {
+        let mut state = init();
+        match pass(repo, &mut |k: &str, f: IndexFile| visit(&mut state, k, f))? {
+            Some(keys) => return Ok((state, keys)),
+            None if attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
+            }
+            None => {
+                return Err(RepoError::Invalid(
+                    "the index kept changing while it was read (is a prune running?); try again".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// One pass over the index; `None` if it must be retried.
+fn pass(repo: &Repository, visit: &mut dyn FnMut(&str, IndexFile)) -> Result<Option<Vec<String>>> {
+    let listed: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
+    // Group compacted files by compaction, newest first; keep complete ones only.
+    let mut compactions: std::collections::BTreeMap<&str, (u32, Vec<&String>)> = Default::default();
+    for k in &listed {
+        if let Some((millis, parts)) = compaction_of(k) {
+            let e = compactions.entry(millis).or_insert((parts, vec![]));
+            e.1.push(k);
+        }
+    }
+    let newest_complete = compactions.iter().rev().find(|(_, (parts, files))| files.len() as u32 == *parts);
+    let mut order: Vec<&String> = newest_complete.map(|(_, (_, f))| f.clone()).unwrap_or_default();
+    let in_incomplete: HashSet<&String> = compactions
+        .iter()
+        .filter(|(_, (parts, files))| files.len() as u32 != *parts)
+        .flat_map(|(_, (_, f))| f.iter().copied())
+        .collect();
+    let first: HashSet<&String> = order.iter().copied().collect();
+    order.extend(listed.iter().filter(|k| !first.contains(k) && !in_incomplete.contains(k)));
+
     let mut superseded: HashSet<String> = HashSet::new();
-    let mut read = Vec::with_capacity(keys.len());
-    for batch in keys.chunks(BATCH) {
-        let wanted: Vec<String> = batch.iter().filter(|k| !superseded.contains(*k)).cloned().collect();
+    let mut read = Vec::with_capacity(order.len());
+    for batch in order.chunks(BATCH) {
+        let wanted: Vec<String> = batch.iter().filter(|k| !superseded.contains(k.as_str())).map(|k| (*k).clone()).collect();
         for (key, r) in wanted.iter().zip(repo.store().get_many(&wanted, BATCH)) {
             let bytes = match r {
                 Ok(b) => b,
-                // Removed by a concurrent compaction, whose output was written first
-                // and read above (or is newer than this listing and adds nothing new).
-                Err(e) if e.is_not_found() => continue,
+                Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
             let file = decode(repo, key, &bytes)?;
-            superseded.extend(file.supersedes.iter().cloned());
+            if first.contains(key) {
+                superseded.extend(file.supersedes.iter().cloned());
+            }
             read.push(key.clone());
             visit(key, file);
         }
     }
-    Ok(read)
+    Ok(Some(read))
 }
 
 /// Where a blob is stored.
@@ -106,8 +181,7 @@ pub struct Locations {
 impl Locations {
     /// Loads the locations of the blobs `keep` selects.
     pub fn load(repo: &Repository, mut keep: impl FnMut(BlobKind, &BlobId) -> bool) -> Result<Locations> {
-        let mut locs = Locations::default();
-        for_each(repo, |_, file| {
+        let (locs, _) = fold(repo, Locations::default, |locs, _, file| {
             for p in &file.packs {
                 locs.add_pack(p, &mut keep);
             }
@@ -181,5 +255,43 @@ impl KnownBlobs {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::PackId;
+
+    fn delta(repo: &Repository, n: u8) -> String {
+        let p = IndexPack { id: PackId([n; 32]), size: 100, blobs: vec![] };
+        write(repo, &IndexFile { packs: vec![p], supersedes: vec![] }).unwrap()
+    }
+
+    fn packs(repo: &Repository) -> Vec<u8> {
+        let (mut ids, _) = fold(repo, Vec::new, |v, _, f| v.extend(f.packs.iter().map(|p| p.id.0[0]))).unwrap();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    #[test]
+    fn compaction_replaces_deltas_and_an_incomplete_one_is_ignored() {
+        let repo = Repository::in_memory_for_tests();
+        let old = vec![delta(&repo, 1), delta(&repo, 2), delta(&repo, 3)];
+        let all: Vec<IndexPack> =
+            (1..=3).map(|n| IndexPack { id: PackId([n; 32]), size: 100, blobs: vec![] }).collect();
+        assert_eq!(compact(&repo, all, &old, 2).unwrap(), 2);
+        let listed = repo.store().list(PREFIX).unwrap();
+        assert_eq!(listed.len(), 2, "the deltas are gone, two compacted parts remain");
+        assert!(listed.iter().all(|o| o.key.contains("of00002-")));
+        assert_eq!(packs(&repo), vec![1, 2, 3]);
+
+        // A compaction caught half-written (part 1 of 2, deltas not yet deleted): the
+        // reader ignores it and still reads the deltas it would replace.
+        let d4 = delta(&repo, 4);
+        let file = IndexFile { packs: vec![], supersedes: vec![d4.clone()] };
+        write_named(&repo, &file, "c-9999999999999-00001of00002-").unwrap();
+        assert_eq!(packs(&repo), vec![1, 2, 3, 4]);
     }
 }

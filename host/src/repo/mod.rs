@@ -226,9 +226,27 @@ impl Repository {
 
     /// Replaces the key in use by one for a new secret, without touching data.
     pub fn change_secret(&self, secret: &Secret) -> Result<String> {
-        let new_id = self.add_key(secret, "")?;
+        let label = read_keys(&self.store)?
+            .into_iter()
+            .find(|(id, _)| *id == *self.key_id)
+            .map(|(_, r)| r.label)
+            .unwrap_or_default();
+        let new_id = self.add_key(secret, &label)?;
         self.store.delete(&format!("{KEYS_PREFIX}{}", self.key_id))?;
         Ok(new_id)
+    }
+}
+
+#[cfg(test)]
+impl Repository {
+    /// A fresh repository in memory, with a cheap key derivation.
+    pub(crate) fn in_memory_for_tests() -> Repository {
+        std::env::set_var("BALLAST_KDF_MEMORY_KIB", "64");
+        let name = format!("test-{}", hex::encode(crypto::random_bytes::<8>()));
+        let location = crate::store::Location::Memory(name);
+        let store = Store::connect(&location, &Default::default()).expect("an in-memory store");
+        let secret = Secret::Password(zeroize::Zeroizing::new("test".into()));
+        Repository::init(store, &secret, "test").expect("a new repository")
     }
 }
 

@@ -120,9 +120,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.snapshots = n_snaps;
     report.referenced_blobs = used.len();
 
-    let mut indexed: HashMap<PackId, IndexPack> = HashMap::new();
     let listed_index: Vec<String> = repo.store().list(index::PREFIX)?.into_iter().map(|o| o.key).collect();
-    let index_keys = index::for_each(repo, |_, file| {
+    let (indexed, index_keys) = index::fold(repo, HashMap::<PackId, IndexPack>::new, |indexed, _, file| {
         for p in file.packs {
             indexed.insert(p.id, p);
         }
@@ -188,7 +187,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             continue;
         }
         match indexed.get(id) {
-            None => to_mark.push(*id), // unindexed: a running or interrupted backup's
+            None => {
+                // Unindexed: a running or interrupted backup's.
+                to_mark.push(*id);
+                report.bytes_marked += size;
+            }
             Some(p) => {
                 let live: u64 = p.blobs.iter().filter(|b| used.contains(&b.id)).map(|b| b.length as u64).sum();
                 let total: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
@@ -204,6 +207,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.packs_repacked = to_repack.len();
     report.packs_marked = to_mark.len() + to_repack.len();
     if opts.dry_run {
+        report.bytes_marked += to_repack.iter().map(|p| listed[&p.id]).sum::<u64>();
         report.index_files_after = report.index_files_before;
         return Ok(report);
     }
@@ -214,6 +218,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         let new_packs = repack(repo, &to_repack, &used)?;
         if !new_packs.is_empty() {
             index::write(repo, &IndexFile { packs: new_packs, supersedes: vec![] })?;
+            report.index_files_after += 1;
         }
         for p in &to_repack {
             report.bytes_marked += listed[&p.id];
@@ -228,19 +233,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
 
     // Compact the index (dropping deleted packs) before deleting anything it lists.
-    report.index_files_after = report.index_files_before;
+    report.index_files_after += report.index_files_before;
     if !deleted.is_empty() || index_keys.len() > 16 {
         let packs: Vec<IndexPack> =
             indexed.into_values().filter(|p| !deleted.contains(&p.id) && listed.contains_key(&p.id)).collect();
-        // Compacted files of bounded size, each naming every file it replaces.
-        let chunks: Vec<&[IndexPack]> = packs.chunks(COMPACTED_PACKS).collect();
-        for chunk in &chunks {
-            index::write(repo, &IndexFile { packs: chunk.to_vec(), supersedes: listed_index.clone() })?;
-        }
-        for k in &listed_index {
-            repo.store().delete(k)?;
-        }
-        report.index_files_after = chunks.len();
+        let repack_files = report.index_files_after - report.index_files_before;
+        report.index_files_after = index::compact(repo, packs, &listed_index, COMPACTED_PACKS)? + repack_files;
     }
     for id in &deleted {
         repo.store().delete(&pack::key(id))?;
@@ -254,10 +252,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
 /// A local repository writes each object to a staging file (`name#n`) and renames it
 /// into place; a process killed mid-write leaves the staging file behind, invisible to
-/// listings. Those older than the grace period are removed.
+/// listings. Those older than the grace period (and at least an hour) are removed.
 fn remove_stale_staging(repo: &Repository, grace: std::time::Duration) -> usize {
     let Some(root) = repo.store().location().local_path() else { return 0 };
-    let cutoff = std::time::SystemTime::now().checked_sub(grace).unwrap_or(std::time::UNIX_EPOCH);
+    // At least an hour, whatever the grace period: a running upload is younger.
+    let age = grace.max(std::time::Duration::from_secs(3600));
+    let cutoff = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
     let mut removed = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

@@ -34,21 +34,22 @@ pub struct Known {
 /// index lists (an interrupted backup's) are read from their trailers and adopted.
 pub fn load_known(repo: &Repository) -> Result<Known> {
     let marked = prune::marked_packs(repo)?;
-    let mut blobs = KnownBlobs::default();
-    let mut trees = Locations::default();
-    let mut indexed = std::collections::HashSet::new();
-    index::for_each(repo, |_, file| {
-        for p in &file.packs {
-            indexed.insert(p.id);
-            if marked.contains(&p.id) {
-                continue;
+    let ((mut blobs, mut trees, indexed), _) = index::fold(
+        repo,
+        || (KnownBlobs::default(), Locations::default(), std::collections::HashSet::new()),
+        |(blobs, trees, indexed), _, file| {
+            for p in &file.packs {
+                indexed.insert(p.id);
+                if marked.contains(&p.id) {
+                    continue;
+                }
+                for e in &p.blobs {
+                    blobs.insert(e.kind, &e.id);
+                }
+                trees.add_pack(p, &mut |kind, _| kind == BlobKind::Tree);
             }
-            for e in &p.blobs {
-                blobs.insert(e.kind, &e.id);
-            }
-            trees.add_pack(p, &mut |kind, _| kind == BlobKind::Tree);
-        }
-    })?;
+        },
+    )?;
     let mut adopted = Vec::new();
     for (id, size) in repo.list_packs()? {
         if indexed.contains(&id) || marked.contains(&id) {

@@ -104,10 +104,22 @@ pub fn key(id: &SnapshotId) -> String {
     format!("{PREFIX}{id}")
 }
 
-/// Every snapshot, oldest first.
+/// Every readable snapshot, oldest first. A damaged record is skipped with a
+/// warning (`repo check` reports it), so that one bad record does not stop listing,
+/// retention or backups.
 pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let (good, damaged) = list_all(repo)?;
+    for (key, e) in damaged {
+        tracing::warn!("skipping snapshot record {key}: {e}");
+    }
+    Ok(good)
+}
+
+/// Every snapshot, oldest first, and the records that cannot be read.
+pub fn list_all(repo: &Repository) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, RepoError)>)> {
     let keys: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
     let mut out = Vec::with_capacity(keys.len());
+    let mut damaged = Vec::new();
     for (key, r) in keys.iter().zip(repo.store().get_many(&keys, 16)) {
         let bytes = match r {
             Ok(b) => b,
@@ -115,14 +127,20 @@ pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
             Err(e) => return Err(e.into()),
         };
         let Some(id) = key.strip_prefix(PREFIX).and_then(|h| h.parse::<SnapshotId>().ok()) else { continue };
-        out.push((id, decode(repo, key, &bytes)?));
+        match decode(repo, key, &bytes) {
+            Ok(s) => out.push((id, s)),
+            Err(e) => damaged.push((key.clone(), e)),
+        }
     }
     out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-    Ok(out)
+    Ok((out, damaged))
 }
 
 fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<Snapshot> {
     let damaged = |detail: String| RepoError::Damaged { what: format!("snapshot record {key}"), detail };
+    if key.strip_prefix(PREFIX) != Some(hex::encode(blake3::hash(sealed).as_bytes()).as_str()) {
+        return Err(damaged("its content does not hash to its name".into()));
+    }
     let json = repo.keys().cipher.open(sealed).map_err(|_| damaged("it fails authentication".into()))?;
     serde_json::from_slice(&json).map_err(|e| damaged(e.to_string()))
 }

@@ -190,14 +190,9 @@ impl Drop for StreamReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::keys::Secret;
-    use crate::store::{Location, Store};
 
     fn repo() -> Repository {
-        std::env::set_var("BALLAST_KDF_MEMORY_KIB", "64");
-        let name = format!("stream-test-{}", hex::encode(crate::repo::crypto::random_bytes::<8>()));
-        let store = Store::connect(&Location::Memory(name), &Default::default()).unwrap();
-        Repository::init(store, &Secret::Password("pw".to_string().into()), "").unwrap()
+        Repository::in_memory_for_tests()
     }
 
     fn data(n: usize, seed: u64) -> Vec<u8> {

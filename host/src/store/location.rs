@@ -68,7 +68,10 @@ impl Location {
                 Ok(Location::Local(p))
             }
             "memory" => Ok(Location::Memory(format!("{}{}", url.host_str().unwrap_or(""), url.path()))),
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
+            "azure" | "abfs" | "abfss" => Err(bad(
+                "use az://CONTAINER/PREFIX, with the account in AZURE_STORAGE_ACCOUNT_NAME".into(),
+            )),
+            "s3" | "s3a" | "gs" | "az" => {
                 let bucket = url.host_str().unwrap_or_default().to_string();
                 if bucket.is_empty() {
                     return Err(bad("the URL names no bucket: use SCHEME://BUCKET/PREFIX".into()));
