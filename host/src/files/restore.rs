@@ -2,9 +2,10 @@
 //!
 //! The plan is made from the trees first: directories, files with their sizes, and for
 //! every needed blob the places it goes. Then each pack is read once, with ranged reads
-//! that cover neighbouring blobs, and every blob is written to all its places. Files
-//! are created at their full size up front, so chunks of zeros are simply not written
-//! and sparse files stay sparse. Metadata comes last, directories deepest first.
+//! that cover neighbouring blobs, and every blob is written to all its places (the
+//! writing threads create the files). Blocks of zeros are not written, and every file
+//! is set to its full size at the end, so sparse files stay sparse. Metadata comes
+//! last, directories deepest first.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -165,12 +166,13 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
                     destinations.entry(*id).or_default().push((i, offset));
                     offset += loc.raw_len as u64;
                 }
-                OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&item.path)
-                    .and_then(|f| f.set_len(item.node.size))
+                // Files are created by the threads that write them (creating tens of
+                // thousands of inodes is kernel work worth spreading) and sized in
+                // the last pass; here only what is in the way goes.
+                match fs::symlink_metadata(&item.path) {
+                    Ok(_) => fs::remove_file(&item.path),
+                    Err(_) => Ok(()),
+                }
             }
             _ => Ok(()),
         };
@@ -204,7 +206,19 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
         }
     });
 
-    // 4. Links, special files, then metadata, directories last and deepest first.
+    // 4. Every file at its full size (creating the empty and all-zero ones), links,
+    // special files, then metadata, directories last and deepest first.
+    for item in items.iter().filter(|i| i.node.kind == NodeKind::File && i.link_to.is_none()) {
+        let r = OpenOptions::new().write(true).create(true).truncate(false).open(&item.path).and_then(|f| {
+            if f.metadata()?.len() != item.node.size {
+                f.set_len(item.node.size)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            fail(&item.path, format!("cannot create: {e}"));
+        }
+    }
     for item in &items {
         let r = match (&item.node.kind, &item.link_to) {
             (NodeKind::File, Some(first)) => {
@@ -292,12 +306,13 @@ fn restore_pack(
     }
     // One ranged read per span, each processed before the next is fetched: every
     // byte of the pack is read once, and memory holds one span per thread.
+    let mut opener = blob::Opener::default();
     for (start, end, ids) in &spans {
         let bytes = repo.store().get_range(&key, *start..*end)?;
         for id in ids {
             let l = locations.get(id).expect("located");
             let off = (l.offset as u64 - start) as usize;
-            let plain = match blob::open(repo.keys(), id, &bytes[off..off + l.length as usize]) {
+            let plain = match opener.open(repo.keys(), id, &bytes[off..off + l.length as usize]) {
                 Ok(p) => p,
                 Err(e) => {
                     for (i, _) in &destinations[id] {
@@ -306,14 +321,14 @@ fn restore_pack(
                     continue;
                 }
             };
-            let runs = nonzero_runs(&plain);
+            let runs = nonzero_runs(plain);
             for (i, offset) in &destinations[id] {
                 progress.bytes_written.fetch_add(plain.len() as u64, Ordering::Relaxed);
                 if runs.is_empty() {
                     continue; // all zeros: a hole, the file was created at full size
                 }
                 let path = &items[*i].path;
-                let r = OpenOptions::new().write(true).open(path).and_then(|f| {
+                let r = OpenOptions::new().write(true).create(true).truncate(false).open(path).and_then(|f| {
                     runs.iter().try_for_each(|r| f.write_all_at(&plain[r.clone()], offset + r.start as u64))
                 });
                 if let Err(e) = r {

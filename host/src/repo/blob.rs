@@ -94,20 +94,45 @@ pub enum BlobError {
 
 /// Opens a sealed blob, decompresses it and checks that it hashes to `id`.
 pub fn open(keys: &Keys, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>, BlobError> {
-    let framed = keys.cipher.open(sealed).map_err(|_| BlobError::Authentication(id.to_string()))?;
-    let plaintext = match framed.first() {
-        Some(&RAW) => framed[1..].to_vec(),
-        Some(&ZSTD) if framed.len() >= 5 => {
-            let raw_len = u32::from_le_bytes(framed[1..5].try_into().unwrap()) as usize;
-            zstd::bulk::decompress(&framed[5..], raw_len)
-                .map_err(|e| BlobError::Format(id.to_string(), format!("zstd: {e}")))?
-        }
-        _ => return Err(BlobError::Format(id.to_string(), "unknown encoding tag".into())),
-    };
-    if keys.blob_id(&plaintext) != id.0 {
-        return Err(BlobError::HashMismatch(id.to_string()));
+    Opener::default().open(keys, id, sealed).map(<[u8]>::to_vec)
+}
+
+/// Opens blobs one after another with buffers and a zstd context that are reused,
+/// for loops that open many blobs (restore, check).
+pub struct Opener {
+    framed: Vec<u8>,
+    out: Vec<u8>,
+    zstd: zstd::bulk::Decompressor<'static>,
+}
+
+impl Default for Opener {
+    fn default() -> Self {
+        Opener { framed: Vec::new(), out: Vec::new(), zstd: zstd::bulk::Decompressor::new().expect("a zstd context") }
     }
-    Ok(plaintext)
+}
+
+impl Opener {
+    /// Opens, decompresses and checks one blob; the plaintext lives until the next call.
+    pub fn open(&mut self, keys: &Keys, id: &BlobId, sealed: &[u8]) -> Result<&[u8], BlobError> {
+        keys.cipher.open_into(sealed, &mut self.framed).map_err(|_| BlobError::Authentication(id.to_string()))?;
+        let plaintext: &[u8] = match self.framed.first() {
+            Some(&RAW) => &self.framed[1..],
+            Some(&ZSTD) if self.framed.len() >= 5 => {
+                let raw_len = u32::from_le_bytes(self.framed[1..5].try_into().unwrap()) as usize;
+                self.out.clear();
+                self.out.reserve(raw_len);
+                self.zstd
+                    .decompress_to_buffer(&self.framed[5..], &mut self.out)
+                    .map_err(|e| BlobError::Format(id.to_string(), format!("zstd: {e}")))?;
+                &self.out
+            }
+            _ => return Err(BlobError::Format(id.to_string(), "unknown encoding tag".into())),
+        };
+        if keys.blob_id(plaintext) != id.0 {
+            return Err(BlobError::HashMismatch(id.to_string()));
+        }
+        Ok(plaintext)
+    }
 }
 
 #[cfg(test)]

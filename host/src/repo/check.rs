@@ -188,9 +188,10 @@ fn verify_pack(repo: &Repository, id: &PackId, bytes: &[u8], indexed: Option<&In
     };
     let mut damaged = 0;
     let mut first = None;
+    let mut opener = blob::Opener::default();
     for e in &entries {
         let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-        if let Err(err) = blob::open(repo.keys(), &e.id, sealed) {
+        if let Err(err) = opener.open(repo.keys(), &e.id, sealed) {
             damaged += 1;
             first.get_or_insert_with(|| err.to_string());
         }

@@ -102,14 +102,22 @@ impl Cipher {
 
     /// Checks and decrypts `nonce || ciphertext || tag`.
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let mut buf = Vec::new();
+        self.open_into(sealed, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Like [`open`](Cipher::open), into a buffer the caller reuses.
+    pub fn open_into(&self, sealed: &[u8], buf: &mut Vec<u8>) -> Result<(), OpenError> {
         if sealed.len() < OVERHEAD {
             return Err(OpenError);
         }
         let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| OpenError)?;
-        let mut buf = sealed[NONCE_LEN..].to_vec();
-        let plain_len = self.key.open_in_place(nonce, Aad::empty(), &mut buf).map_err(|_| OpenError)?.len();
+        buf.clear();
+        buf.extend_from_slice(&sealed[NONCE_LEN..]);
+        let plain_len = self.key.open_in_place(nonce, Aad::empty(), buf).map_err(|_| OpenError)?.len();
         buf.truncate(plain_len);
-        Ok(buf)
+        Ok(())
     }
 }
 
