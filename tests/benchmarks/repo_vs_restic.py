@@ -680,9 +680,17 @@ def phase_backup(tool: Tool, source: Path, source_bytes: int, op: str, force: bo
     return m
 
 
+# Where restores go: None means the tool's work directory (same disk as the data);
+# --restore-dir moves them (e.g. to /dev/shm) to take the filesystem's inode
+# allocator, whose cost depends on the disk's history, out of the comparison.
+RESTORE_DIR: Path | None = None
+
+
 def phase_restore(tool: Tool, source: Path, source_bytes: int, seed: int, keep: bool) -> Measurement:
-    target = tool.work / "restore"
-    target.mkdir()
+    target = (RESTORE_DIR or tool.work) / f"{tool.name}-restore"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
     os.sync()
     secs, rss, _ = run_measured(tool.restore_cmd(target), tool.env, tool.work / "logs")
     m = Measurement(tool.name, "restore", secs, rss, source_bytes)
@@ -726,7 +734,8 @@ def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
 
 def build_report(results: dict[str, dict], args, source_files: int, source_bytes: int) -> dict:
     report = {
-        "params": {"size_gib": args.size_gib, "seed": args.seed, "data": str(args.data), "work": str(args.work)},
+        "params": {"size_gib": args.size_gib, "seed": args.seed, "data": str(args.data), "work": str(args.work),
+                   "restore_dir": str(args.restore_dir) if args.restore_dir else None},
         "source": {"files": source_files, "bytes": source_bytes},
         "tools": {},
         "operations": [],
@@ -830,6 +839,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (repositories, restores, logs) after the run")
     p.add_argument("--seed", type=int, default=1, help="data generation seed (default: 1)")
+    p.add_argument("--restore-dir", type=Path,
+                   help="restore into DIR/<tool>-restore instead of the work directory (e.g. /dev/shm)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print commands and ballast's JSON backup summaries")
     args = p.parse_args(argv)
@@ -841,6 +852,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     global VERBOSE
     args = parse_args(argv)
+    global RESTORE_DIR
+    RESTORE_DIR = args.restore_dir
     VERBOSE = args.verbose
     data, work = args.data.absolute(), args.work.absolute()
 

@@ -305,7 +305,7 @@ fn read_file(
     // faster than it can be read (a busy log) must not keep the backup going forever.
     use std::io::Read;
     let mut chunks = Chunker::new(file.take(job.before.len()), params, std::mem::take(buf));
-    for chunk in chunks.by_ref() {
+    while let Some(chunk) = chunks.next_chunk() {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -315,7 +315,7 @@ fn read_file(
         };
         size += chunk.len() as u64;
         progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        match saver.save(BlobKind::Data, chunk) {
+        match saver.save_slice(BlobKind::Data, chunk) {
             Ok(id) => content.push(id),
             Err(e) => {
                 *buf = chunks.into_buffer();
@@ -394,8 +394,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
     let known = load_known(repo)?;
     let saver = Saver::start(repo, known.blobs, known.adopted);
     let params = chunker::Params::new(StreamKind::Files, repo.keys().chunker_seed());
+    // One more reader than cores: a reader waiting on the disk or on a full encoder
+    // queue leaves its core to another.
     let readers = if opts.readers == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)
+        (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) + 1).clamp(3, 9)
     } else {
         opts.readers
     };

@@ -134,10 +134,10 @@ impl<'p, R: Read> Chunker<'p, R> {
     }
 }
 
-impl<R: Read> Iterator for Chunker<'_, R> {
-    type Item = std::io::Result<Vec<u8>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: Read> Chunker<'_, R> {
+    /// The next chunk, borrowed from the window: a caller that only needs to hash a
+    /// chunk it already has copies nothing.
+    pub fn next_chunk(&mut self) -> Option<std::io::Result<&[u8]>> {
         if !self.eof && self.end - self.start < self.params.max {
             if let Err(e) = self.fill() {
                 return Some(Err(e));
@@ -147,9 +147,17 @@ impl<R: Read> Iterator for Chunker<'_, R> {
             return None;
         }
         let n = self.params.cut(&self.buf[self.start..self.end]);
-        let chunk = self.buf[self.start..self.start + n].to_vec();
+        let chunk = &self.buf[self.start..self.start + n];
         self.start += n;
         Some(Ok(chunk))
+    }
+}
+
+impl<R: Read> Iterator for Chunker<'_, R> {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_chunk().map(|r| r.map(<[u8]>::to_vec))
     }
 }
 

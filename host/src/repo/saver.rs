@@ -186,6 +186,15 @@ impl Saver {
         jobs.send(Job { kind, id, data }).map_err(|_| self.take_error())
     }
 
+    /// Like [`save`](Saver::save) for borrowed data, copied only if it is new.
+    pub fn save_slice(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        let id = self.shared.repo.blob_id(data);
+        if self.claim(kind, &id) {
+            self.submit(kind, id, data.to_vec())?;
+        }
+        Ok(id)
+    }
+
     /// Hashes, deduplicates and (if new) stores a blob; returns its id.
     pub fn save(&self, kind: BlobKind, data: Vec<u8>) -> Result<BlobId> {
         let id = self.shared.repo.blob_id(&data);
