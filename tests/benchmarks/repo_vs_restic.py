@@ -696,9 +696,14 @@ def phase_restore(tool: Tool, source: Path, source_bytes: int, seed: int, keep: 
     m = Measurement(tool.name, "restore", secs, rss, source_bytes)
     log(f"{tool.name}: {'restore':<17} {secs:8.2f}s {m.mib_per_s:8.1f} MiB/s  peak RSS {m.rss_mib:7.1f} MiB")
     verify_restore(source, tool.restored_root(target, source), seed)
-    if not keep:
-        shutil.rmtree(target)
+    # Removed at the end of the run, not here: ext4 passes over inodes freed in the last
+    # minutes when it allocates, so deleting one tool's restored tree just before the
+    # next tool restores would charge that scan to the next tool.
+    RESTORED.append(target)
     return m
+
+
+RESTORED: list[Path] = []
 
 
 def bench_tool(tool: Tool, source: Path, source_bytes: int, seed: int, keep: bool) -> dict:
@@ -869,7 +874,12 @@ def main(argv: list[str] | None = None) -> int:
         files, source_bytes = scan_tree(source)
         prepare_work_dir(work, data)
         try:
-            results = {t.name: bench_tool(t, source, source_bytes, args.seed, args.keep) for t in tools}
+            try:
+                results = {t.name: bench_tool(t, source, source_bytes, args.seed, args.keep) for t in tools}
+            finally:
+                if not args.keep:
+                    for target in RESTORED:
+                        shutil.rmtree(target, ignore_errors=True)
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
