@@ -1,7 +1,8 @@
 //! Support for the integration tests: running the `ballast` binary against a
-//! repository in a temporary directory, a real Garage S3 server on loopback, and
-//! comparing directory trees.
+//! repository in a temporary directory, real object stores on loopback (Garage for
+//! S3, Azurite for Azure Blob), and comparing directory trees.
 
+pub mod azurite;
 pub mod garage;
 pub mod trees;
 
