@@ -3,6 +3,7 @@
 //! S3, Azurite for Azure Blob), and comparing directory trees.
 
 pub mod azurite;
+pub mod etcd;
 pub mod garage;
 pub mod trees;
 

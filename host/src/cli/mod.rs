@@ -4,6 +4,7 @@
 mod backup;
 mod context;
 mod demo;
+mod etcd;
 mod forget;
 mod key;
 mod output;
@@ -70,6 +71,9 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Remove snapshots by a retention policy (data goes with `repo prune`)
     Forget(forget::ForgetArgs),
+    /// etcd snapshot files
+    #[command(subcommand)]
+    Etcd(etcd::EtcdCommand),
     /// Run a self-contained demonstration in a local directory
     Demo(demo::DemoArgs),
 }
@@ -105,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(a) => snapshots::diff(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Forget(a) => forget::run(g, a),
+        Command::Etcd(c) => etcd::run(g, c),
         Command::Demo(a) => demo::run(g, a),
     }
 }

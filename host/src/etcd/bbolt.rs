@@ -1,0 +1,233 @@
+//! A read-only reader of bbolt files (etcd's backend database), enough to walk its
+//! buckets and keys without etcd: meta pages, branch and leaf pages, inline buckets.
+//!
+//! Layout (bbolt 1.3, little-endian): every page starts with a 16-byte header
+//! `id u64, flags u16, count u16, overflow u32`; pages 0 and 1 are meta pages
+//! `magic, version, page_size, flags, root {pgid, sequence}, freelist, pgid, txid,
+//! checksum (FNV-1a 64 of the meta before it)`; the valid meta with the higher txid
+//! wins. Branch elements are `pos u32, ksize u32, pgid u64`; leaf elements are
+//! `flags u32, pos u32, ksize u32, vsize u32` with `pos` relative to the element. A
+//! leaf value flagged as a bucket is `{root pgid, sequence}`, followed by an inline
+//! page when `root` is 0.
+
+use std::fmt;
+
+const MAGIC: u32 = 0xED0C_DAED;
+const PAGE_HEADER: usize = 16;
+const BRANCH: u16 = 0x01;
+const LEAF: u16 = 0x02;
+const META: u16 = 0x04;
+const BUCKET_LEAF: u32 = 0x01;
+const ELEMENT: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoltError(pub String);
+
+impl fmt::Display for BoltError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BoltError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, BoltError> {
+    Err(BoltError(msg.into()))
+}
+
+fn u16_at(b: &[u8], at: usize) -> Result<u16, BoltError> {
+    b.get(at..at + 2).map(|s| u16::from_le_bytes(s.try_into().unwrap())).ok_or_else(|| BoltError("read past the end of a page".into()))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Result<u32, BoltError> {
+    b.get(at..at + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap())).ok_or_else(|| BoltError("read past the end of a page".into()))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Result<u64, BoltError> {
+    b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap())).ok_or_else(|| BoltError("read past the end of a page".into()))
+}
+
+/// The meta page that describes the current state of the file.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub page_size: usize,
+    pub root: u64,
+    /// High-water mark: pages in use, so the database is `pgid * page_size` bytes.
+    pub pgid: u64,
+    pub txid: u64,
+}
+
+fn fnv1a64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn parse_meta(file: &[u8], offset: usize) -> Result<Meta, BoltError> {
+    let page = file.get(offset..offset + PAGE_HEADER + 64).ok_or_else(|| BoltError("the file is shorter than its meta pages".into()))?;
+    if u16_at(page, 8)? & META == 0 {
+        return err("a meta page is not marked as one");
+    }
+    let m = &page[PAGE_HEADER..];
+    if u32_at(m, 0)? != MAGIC {
+        return err("not a bbolt file (wrong magic)");
+    }
+    if u32_at(m, 4)? != 2 {
+        return err(format!("unsupported bbolt version {}", u32_at(m, 4)?));
+    }
+    if fnv1a64(&m[..56]) != u64_at(m, 56)? {
+        return err("a meta page fails its checksum");
+    }
+    Ok(Meta { page_size: u32_at(m, 8)? as usize, root: u64_at(m, 16)?, pgid: u64_at(m, 40)?, txid: u64_at(m, 48)? })
+}
+
+/// A bbolt file held in memory (or mapped), read page by page.
+pub struct Bolt<'a> {
+    file: &'a [u8],
+    pub meta: Meta,
+}
+
+impl<'a> Bolt<'a> {
+    pub fn open(file: &'a [u8]) -> Result<Bolt<'a>, BoltError> {
+        let first = parse_meta(file, 0);
+        let page_size = match &first {
+            Ok(m) => m.page_size,
+            // The second meta page sits one page in; try the usual sizes.
+            Err(_) => [4096, 8192, 16384, 65536]
+                .into_iter()
+                .find(|&ps| parse_meta(file, ps).is_ok())
+                .ok_or_else(|| first.clone().unwrap_err())?,
+        };
+        let second = parse_meta(file, page_size);
+        let meta = match (first, second) {
+            (Ok(a), Ok(b)) => if a.txid >= b.txid { a } else { b },
+            (Ok(a), Err(_)) | (Err(_), Ok(a)) => a,
+            (Err(e), Err(_)) => return Err(e),
+        };
+        if meta.page_size < 512 || !meta.page_size.is_power_of_two() {
+            return err(format!("implausible page size {}", meta.page_size));
+        }
+        let needed = meta.pgid as usize * meta.page_size;
+        if file.len() < needed {
+            return err(format!(
+                "the file is truncated: the database needs {needed} bytes ({} pages of {}), the file has {}",
+                meta.pgid, meta.page_size, file.len()
+            ));
+        }
+        Ok(Bolt { file, meta })
+    }
+
+    /// Size of the database in bytes (etcd's TOTAL SIZE).
+    pub fn size(&self) -> u64 {
+        self.meta.pgid * self.meta.page_size as u64
+    }
+
+    fn page(&self, id: u64) -> Result<&'a [u8], BoltError> {
+        if id < 2 || id >= self.meta.pgid {
+            return err(format!("page {id} is out of range (the database has {} pages)", self.meta.pgid));
+        }
+        let start = id as usize * self.meta.page_size;
+        let header = &self.file[start..start + PAGE_HEADER];
+        if u64_at(header, 0)? != id {
+            return err(format!("page {id} carries the id {}: the file is damaged", u64_at(header, 0)?));
+        }
+        let overflow = u32_at(header, 12)? as usize;
+        let end = start + (overflow + 1) * self.meta.page_size;
+        self.file.get(start..end).ok_or_else(|| BoltError(format!("page {id} runs past the end of the file")))
+    }
+
+    /// Calls `visit(key, value, is_bucket)` for every entry of the B+tree rooted at
+    /// `root` (a page id, or an inline page when `inline` is given), in key order.
+    fn walk(
+        &self,
+        page: &'a [u8],
+        visit: &mut dyn FnMut(&'a [u8], &'a [u8], bool) -> Result<(), BoltError>,
+        depth: usize,
+    ) -> Result<(), BoltError> {
+        if depth > 64 {
+            return err("the tree is deeper than any real database: a page refers back to its parent");
+        }
+        let flags = u16_at(page, 8)?;
+        let count = u16_at(page, 10)? as usize;
+        let page_id = u64_at(page, 0)?;
+        let mut previous: Option<&[u8]> = None;
+        for i in 0..count {
+            let at = PAGE_HEADER + i * ELEMENT;
+            let (key, value, bucket) = if flags & LEAF != 0 {
+                let (f, pos, ks, vs) = (u32_at(page, at)?, u32_at(page, at + 4)? as usize, u32_at(page, at + 8)? as usize, u32_at(page, at + 12)? as usize);
+                let k = page.get(at + pos..at + pos + ks).ok_or_else(|| BoltError(format!("page {page_id}: a key lies outside the page")))?;
+                let v = page.get(at + pos + ks..at + pos + ks + vs).ok_or_else(|| BoltError(format!("page {page_id}: a value lies outside the page")))?;
+                (k, v, f & BUCKET_LEAF != 0)
+            } else if flags & BRANCH != 0 {
+                let (pos, ks, child) = (u32_at(page, at)? as usize, u32_at(page, at + 4)? as usize, u64_at(page, at + 8)?);
+                let k = page.get(at + pos..at + pos + ks).ok_or_else(|| BoltError(format!("page {page_id}: a key lies outside the page")))?;
+                if previous.is_some_and(|p| p > k) {
+                    return err(format!("page {page_id}: keys out of order"));
+                }
+                previous = Some(k);
+                self.walk(self.page(child)?, visit, depth + 1)?;
+                continue;
+            } else {
+                return err(format!("page {page_id} is neither a branch nor a leaf (flags {flags:#x})"));
+            };
+            if previous.is_some_and(|p| p >= key) {
+                return err(format!("page {page_id}: keys out of order"));
+            }
+            previous = Some(key);
+            visit(key, value, bucket)?;
+        }
+        Ok(())
+    }
+
+    /// Every top-level bucket name, in order.
+    pub fn buckets(&self) -> Result<Vec<&'a [u8]>, BoltError> {
+        let mut out = Vec::new();
+        self.walk(self.page(self.meta.root)?, &mut |k, _, is_bucket| {
+            if is_bucket {
+                out.push(k);
+            }
+            Ok(())
+        }, 0)?;
+        Ok(out)
+    }
+
+    /// Calls `visit(key, value)` for every entry of a top-level bucket, in key order.
+    /// Nested buckets show as entries with an empty value (as bbolt's ForEach does).
+    pub fn for_each(&self, bucket: &[u8], visit: &mut dyn FnMut(&'a [u8], &'a [u8])) -> Result<(), BoltError> {
+        let mut header: Option<&'a [u8]> = None;
+        self.walk(self.page(self.meta.root)?, &mut |k, v, is_bucket| {
+            if is_bucket && k == bucket {
+                header = Some(v);
+            }
+            Ok(())
+        }, 0)?;
+        let v = header.ok_or_else(|| BoltError(format!("no bucket `{}`", String::from_utf8_lossy(bucket))))?;
+        let root = u64_at(v, 0)?;
+        let page = if root == 0 { v.get(16..).ok_or_else(|| BoltError("a short inline bucket".into()))? } else { self.page(root)? };
+        self.walk(page, &mut |k, v, is_bucket| {
+            visit(k, if is_bucket { &[] } else { v });
+            Ok(())
+        }, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_matches_the_reference() {
+        assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
+    }
+
+    #[test]
+    fn garbage_and_short_files_are_refused() {
+        assert!(Bolt::open(&[0u8; 100]).is_err());
+        let e = Bolt::open(&vec![7u8; 16384]).err().unwrap();
+        assert!(e.0.contains("magic") || e.0.contains("meta"), "{e}");
+    }
+}

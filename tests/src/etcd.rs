@@ -1,0 +1,107 @@
+//! A real etcd server on loopback, one per test, in a temporary data directory: the
+//! Debian etcd 3.4 (`apt-get install etcd-server etcd-client`). Stopped on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub struct Etcd {
+    pub endpoint: String,
+    child: Child,
+    pub dir: TempDir,
+}
+
+fn port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (port(), port());
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "m1", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &format!("m1=http://127.0.0.1:{peer}")])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd not found: apt-get install etcd-server etcd-client (.ci/run does)");
+        let e = Etcd { endpoint: format!("127.0.0.1:{client}"), child, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !e.etcdctl(&["endpoint", "health"]).status.success() {
+            assert!(Instant::now() < deadline, "etcd did not become healthy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        e
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint])
+            .args(args)
+            .output()
+            .expect("etcdctl not found: apt-get install etcd-client")
+    }
+
+    /// Writes `n` Kubernetes-like objects of about `size` bytes through the JSON
+    /// gateway (one HTTP connection, much faster than one etcdctl per key).
+    pub fn load(&self, prefix: &str, n: usize, size: usize) {
+        let script = r#"
+import base64, http.client, json, sys
+host, port = sys.argv[1].split(":")
+prefix, n, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = http.client.HTTPConnection(host, int(port))
+for i in range(n):
+    key = f"{prefix}{i:06d}".encode()
+    body = json.dumps({"kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}, "data": {"v": "x" * size, "i": i}}).encode()
+    req = json.dumps({"key": base64.b64encode(key).decode(), "value": base64.b64encode(body).decode()})
+    c.request("POST", "/v3/kv/put", req, {"Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    if r.status != 200: sys.exit(f"put failed: {r.status}")
+"#;
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args([&self.endpoint, prefix, &n.to_string(), &size.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "loading keys failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `etcdctl snapshot save` into the data directory's parent; returns the path.
+    pub fn save_snapshot(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let out = self.etcdctl(&["snapshot", "save", path.to_str().unwrap()]);
+        assert!(out.status.success(), "snapshot save: {}", String::from_utf8_lossy(&out.stderr));
+        path
+    }
+
+    /// `etcdctl snapshot status -w json` of a file.
+    pub fn reference_status(file: &Path) -> serde_json::Value {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "status", "-w", "json"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "etcdctl snapshot status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
