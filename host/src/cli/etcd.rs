@@ -1,17 +1,26 @@
-//! `ballast etcd ...`: etcd snapshot files (status for now).
+//! `ballast etcd ...`: snapshots from a running cluster, exported files, status.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
 
 use super::context::GlobalArgs;
 use super::exit;
 use super::output;
-use crate::etcd::status;
+use crate::etcd::connect::EtcdOptions;
+use crate::etcd::{snapshot, status};
+use crate::repo::snapshot as records;
+use crate::repo::stream::StreamReader;
 
 #[derive(Subcommand)]
 pub enum EtcdCommand {
+    /// Stream a snapshot from etcd into the repository (verified against etcd's SHA-256)
+    Snapshot(SnapshotArgs),
+    /// Write the database of an etcd snapshot in the repository to a file, byte for byte
+    Export(ExportArgs),
     /// Print HASH, REVISION, TOTAL KEYS and TOTAL SIZE of a snapshot file, as `etcdctl snapshot status` does
     Status(StatusArgs),
 }
@@ -31,8 +40,78 @@ pub struct StatusArgs {
     write_out: Format,
 }
 
+/// How to reach etcd; the flags and environment variables of etcdctl.
+#[derive(Args)]
+pub struct ConnectArgs {
+    /// Client endpoints, comma-separated
+    #[arg(long, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    endpoints: Vec<String>,
+    /// CA certificate to verify the server (enables TLS)
+    #[arg(long, env = "ETCDCTL_CACERT")]
+    cacert: Option<PathBuf>,
+    /// Client certificate
+    #[arg(long, env = "ETCDCTL_CERT")]
+    cert: Option<PathBuf>,
+    /// Client key
+    #[arg(long, env = "ETCDCTL_KEY")]
+    key: Option<PathBuf>,
+    /// User name, or NAME:PASSWORD
+    #[arg(long, env = "ETCDCTL_USER")]
+    user: Option<String>,
+    /// Password of --user
+    #[arg(long, env = "ETCDCTL_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Time to establish a connection
+    #[arg(long, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    dial_timeout: Duration,
+    /// Time for a request (and for each gap in the snapshot stream, at least 30 s)
+    #[arg(long, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    command_timeout: Duration,
+}
+
+impl ConnectArgs {
+    fn options(&self) -> EtcdOptions {
+        let (user, password) = match (&self.user, &self.password) {
+            (Some(u), None) if u.contains(':') => {
+                let (n, p) = u.split_once(':').unwrap();
+                (Some(n.to_string()), Some(p.to_string()))
+            }
+            (u, p) => (u.clone(), p.clone()),
+        };
+        EtcdOptions {
+            endpoints: self.endpoints.clone(),
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            user,
+            password,
+            dial_timeout: self.dial_timeout,
+            command_timeout: self.command_timeout,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Tag the snapshot; repeatable
+    #[arg(short, long)]
+    tag: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Snapshot id (or unique prefix, or `latest`)
+    snapshot: String,
+    /// File to write (must not exist)
+    out: PathBuf,
+}
+
 pub fn run(g: &GlobalArgs, cmd: EtcdCommand) -> Result<i32> {
     match cmd {
+        EtcdCommand::Snapshot(a) => take(g, a),
+        EtcdCommand::Export(a) => export(g, a),
         EtcdCommand::Status(a) => {
             let s = status::of_file(&a.file)?;
             if g.json || matches!(a.write_out, Format::Json) {
@@ -53,4 +132,74 @@ pub fn run(g: &GlobalArgs, cmd: EtcdCommand) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+fn take(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let opts = a.connect.options();
+    let bar = output::bar(g.progress(), None, "{spinner} {msg}");
+    let taken = snapshot::take(&repo, &opts, a.tag, &mut |n| bar.set_message(format!("{} streamed", output::bytes(n))))?;
+    bar.finish_and_clear();
+    let s = &taken.snapshot;
+    if g.json {
+        output::json(&json!({
+            "snapshot_id": taken.id.to_string(),
+            "snapshot": s,
+            "members": taken.members.iter().map(|(e, r)| match r {
+                Ok(m) => json!({ "endpoint": e, "status": m }),
+                Err(err) => json!({ "endpoint": e, "error": err }),
+            }).collect::<Vec<_>>(),
+            "requests": repo.store().requests(),
+        }))?;
+    } else {
+        let mut t = output::table(&["endpoint", "member", "leader", "version", "db size", "raft index", "revision"]);
+        for (e, r) in &taken.members {
+            match r {
+                Ok(m) => t.add_row(vec![
+                    e.clone(),
+                    m.member_id.clone(),
+                    if m.is_leader { "yes".into() } else { "no".into() },
+                    m.version.clone(),
+                    output::bytes(m.db_size.max(0) as u64),
+                    m.raft_index.to_string(),
+                    m.revision.to_string(),
+                ]),
+                Err(err) => t.add_row(vec![e.clone(), format!("unreachable: {err}")]),
+            };
+        }
+        println!("{t}");
+        println!(
+            "snapshot {} saved from {} (member {}): {} database, revision {}, {} new data stored, {:.1}s",
+            taken.id.short(),
+            taken.source.endpoint,
+            taken.source.member_id,
+            output::bytes(s.summary.total_bytes.saturating_sub(32)),
+            taken.source.revision,
+            output::bytes(s.summary.bytes_stored),
+            s.summary.seconds
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn export(g: &GlobalArgs, a: ExportArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let (id, snap) = records::find(&repo, &a.snapshot)?;
+    if snap.source.kind != "etcd" {
+        anyhow::bail!("snapshot {} is a `{}` backup, not an etcd snapshot", id.short(), snap.source.kind);
+    }
+    let mut reader = StreamReader::open(&repo, &snap, Some("etcd.db"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&a.out)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", a.out.display()))?;
+    let n = std::io::copy(&mut reader, &mut file).with_context(|| format!("exporting snapshot {}", id.short()))?;
+    file.sync_all()?;
+    if g.json {
+        output::json(&json!({ "snapshot_id": id.to_string(), "file": a.out, "bytes": n }))?;
+    } else {
+        println!("wrote {} ({}) from snapshot {}", a.out.display(), output::bytes(n), id.short());
+    }
+    Ok(exit::OK)
 }

@@ -71,7 +71,7 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Remove snapshots by a retention policy (data goes with `repo prune`)
     Forget(forget::ForgetArgs),
-    /// etcd snapshot files
+    /// etcd: snapshots from a running cluster, exported files, status
     #[command(subcommand)]
     Etcd(etcd::EtcdCommand),
     /// Run a self-contained demonstration in a local directory

@@ -1,5 +1,7 @@
-//! etcd: reading snapshot files natively (status), and, as the etcd work goes on,
-//! streamed snapshots, restore, change capture and point-in-time restore.
+//! etcd: connections, streamed snapshots into the repository, and reading snapshot
+//! files natively (status). Restore, change capture and point-in-time restore follow.
 
 pub mod bbolt;
+pub mod connect;
+pub mod snapshot;
 pub mod status;

@@ -1,0 +1,185 @@
+//! Connecting to etcd: endpoints, TLS, authentication and timeouts, with the same
+//! meaning as etcdctl's flags; and surveying the members before a snapshot.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("cannot reach etcd at {endpoint}: {detail}; check --endpoints (ETCDCTL_ENDPOINTS) and that etcd is running")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("no etcd endpoint answered: {0}")]
+    NoneHealthy(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("etcd at {endpoint}: {detail}")]
+    Request { endpoint: String, detail: String },
+    #[error("the snapshot stream from {endpoint} broke after {bytes} bytes: {detail}; no snapshot was recorded")]
+    StreamBroken { endpoint: String, bytes: u64, detail: String },
+    #[error("the snapshot from {endpoint} does not match the SHA-256 etcd sent with it; no snapshot was recorded")]
+    Checksum { endpoint: String },
+    #[error("{0}")]
+    Repo(#[from] crate::repo::RepoError),
+}
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub dial_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            endpoints: vec!["127.0.0.1:2379".into()],
+            cacert: None,
+            cert: None,
+            key: None,
+            user: None,
+            password: None,
+            dial_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EtcdOptions {
+    fn connect_options(&self) -> Result<ConnectOptions, EtcdError> {
+        let mut o = ConnectOptions::new().with_connect_timeout(self.dial_timeout);
+        if let (Some(user), Some(pw)) = (&self.user, &self.password) {
+            o = o.with_user(user.clone(), pw.clone());
+        }
+        if self.cacert.is_some() || self.cert.is_some() {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| EtcdError::Tls(format!("{}: {e}", p.display())));
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &self.cacert {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            match (&self.cert, &self.key) {
+                (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
+                (None, None) => {}
+                _ => return Err(EtcdError::Tls("--cert and --key go together".into())),
+            }
+            o = o.with_tls(tls);
+        }
+        Ok(o)
+    }
+
+    fn url(&self, endpoint: &str) -> String {
+        if endpoint.contains("://") {
+            endpoint.to_string()
+        } else if self.cacert.is_some() || self.cert.is_some() {
+            format!("https://{endpoint}")
+        } else {
+            format!("http://{endpoint}")
+        }
+    }
+
+    /// A client for one endpoint.
+    pub async fn connect(&self, endpoint: &str) -> Result<Client, EtcdError> {
+        let opts = self.connect_options()?;
+        let fut = Client::connect([self.url(endpoint)], Some(opts));
+        match tokio::time::timeout(self.dial_timeout + Duration::from_secs(1), fut).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(EtcdError::Unreachable { endpoint: endpoint.into(), detail: describe(&e) }),
+            Err(_) => Err(EtcdError::Unreachable {
+                endpoint: endpoint.into(),
+                detail: format!("no answer within {:?}", self.dial_timeout),
+            }),
+        }
+    }
+}
+
+/// What one member says about itself and the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    pub endpoint: String,
+    pub version: String,
+    pub db_size: i64,
+    pub leader: String,
+    pub member_id: String,
+    pub cluster_id: String,
+    pub raft_index: u64,
+    pub revision: i64,
+    pub is_leader: bool,
+}
+
+/// Health and status of every endpoint; `Err` for the ones that did not answer.
+pub async fn survey(opts: &EtcdOptions) -> Vec<(String, Result<MemberStatus, EtcdError>)> {
+    let mut out = Vec::new();
+    for ep in &opts.endpoints {
+        let r = async {
+            let mut c = opts.connect(ep).await?;
+            let s = tokio::time::timeout(opts.command_timeout, c.status())
+                .await
+                .map_err(|_| EtcdError::Request { endpoint: ep.clone(), detail: "status timed out".into() })?
+                .map_err(|e| request_error(ep, &e))?;
+            let h = s.header().cloned();
+            let member_id = h.as_ref().map(|h| h.member_id()).unwrap_or_default();
+            Ok(MemberStatus {
+                endpoint: ep.clone(),
+                version: s.version().to_string(),
+                db_size: s.db_size(),
+                leader: format!("{:x}", s.leader()),
+                member_id: format!("{member_id:x}"),
+                cluster_id: format!("{:x}", h.as_ref().map(|h| h.cluster_id()).unwrap_or_default()),
+                raft_index: s.raft_index(),
+                revision: h.as_ref().map(|h| h.revision()).unwrap_or_default(),
+                is_leader: s.leader() == member_id,
+            })
+        }
+        .await;
+        out.push((ep.clone(), r));
+    }
+    out
+}
+
+/// The member to take a snapshot from: a healthy one, a follower when there is one
+/// (a snapshot costs its member disk and network; the leader has enough to do).
+pub fn choose(survey: &[(String, Result<MemberStatus, EtcdError>)]) -> Result<MemberStatus, EtcdError> {
+    let healthy: Vec<&MemberStatus> = survey.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+    healthy
+        .iter()
+        .find(|m| !m.is_leader)
+        .or_else(|| healthy.first())
+        .map(|m| (*m).clone())
+        .ok_or_else(|| {
+            let why: Vec<String> = survey.iter().filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string())).collect();
+            EtcdError::NoneHealthy(why.join("; "))
+        })
+}
+
+/// A one-line description of a client error (gRPC status code and message).
+pub fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let msg = s.message();
+            if msg.is_empty() { format!("{:?}", s.code()) } else { format!("{:?}: {msg}", s.code()) }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Connection failures become [`EtcdError::Unreachable`]; other failures name the
+/// endpoint and what etcd said.
+fn request_error(endpoint: &str, e: &etcd_client::Error) -> EtcdError {
+    let detail = describe(e);
+    // (Compared by name: tonic is not a direct dependency.)
+    let unavailable = matches!(e, etcd_client::Error::GRpcStatus(s) if format!("{:?}", s.code()) == "Unavailable")
+        || matches!(e, etcd_client::Error::TransportError(_));
+    if unavailable {
+        EtcdError::Unreachable { endpoint: endpoint.into(), detail }
+    } else {
+        EtcdError::Request { endpoint: endpoint.into(), detail }
+    }
+}

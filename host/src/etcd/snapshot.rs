@@ -1,0 +1,151 @@
+//! `ballast etcd snapshot`: the Maintenance snapshot stream goes straight into the
+//! repository (no copy of the database on disk or in memory). etcd ends the stream
+//! with the SHA-256 of the database; it is checked as the bytes pass, and a stream
+//! that breaks or does not match is not recorded.
+
+use std::io::Read;
+
+use etcd_client::SnapshotStreaming;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::connect::{choose, describe, survey, EtcdError, EtcdOptions, MemberStatus};
+use crate::repo::chunker::StreamKind;
+use crate::repo::snapshot::{Snapshot, SnapshotId, Source};
+use crate::repo::stream::{self, StreamBackup};
+use crate::repo::Repository;
+use crate::store::Store;
+
+/// The snapshot stream as a `Read`, hashing everything but the last 32 bytes (the
+/// trailer etcd appends) on the way.
+struct SnapshotRead<'a> {
+    stream: SnapshotStreaming,
+    store: &'a Store,
+    timeout: std::time::Duration,
+    buf: Vec<u8>,
+    pos: usize,
+    sha: Sha256,
+    /// The last (up to) 32 bytes seen, not yet hashed: the trailer at the end.
+    tail: Vec<u8>,
+    bytes: u64,
+    error: Option<String>,
+}
+
+impl SnapshotRead<'_> {
+    fn take_in(&mut self, block: &[u8]) {
+        self.tail.extend_from_slice(block);
+        if self.tail.len() > 32 {
+            let n = self.tail.len() - 32;
+            self.sha.update(&self.tail[..n]);
+            self.tail.drain(..n);
+        }
+    }
+
+    fn checksum_ok(&self) -> bool {
+        self.tail.len() == 32 && self.sha.clone().finalize().as_slice() == self.tail.as_slice()
+    }
+}
+
+impl Read for SnapshotRead<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let (timeout, stream) = (self.timeout, &mut self.stream);
+            let next = self.store.block_on(async move { tokio::time::timeout(timeout, stream.message()).await });
+            match next {
+                Ok(Ok(Some(msg))) => {
+                    self.buf = msg.blob().to_vec();
+                    self.pos = 0;
+                    let block = std::mem::take(&mut self.buf);
+                    self.take_in(&block);
+                    self.buf = block;
+                }
+                Ok(Ok(None)) => return Ok(0),
+                Ok(Err(e)) => {
+                    let detail = describe(&e);
+                    self.error = Some(detail.clone());
+                    return Err(std::io::Error::other(detail));
+                }
+                Err(_) => {
+                    let msg = format!("no data for {:?} (--command-timeout)", self.timeout);
+                    self.error = Some(msg.clone());
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// The outcome of a snapshot: the record, and what the members said.
+pub struct Taken {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub members: Vec<(String, Result<MemberStatus, String>)>,
+    pub source: MemberStatus,
+}
+
+/// Takes a snapshot from the best member and records it in the repository.
+pub fn take(repo: &Repository, opts: &EtcdOptions, tags: Vec<String>, on_progress: &mut dyn FnMut(u64)) -> Result<Taken, EtcdError> {
+    let store = repo.store();
+    let members = store.block_on(survey(opts));
+    let source = choose(&members)?;
+    let endpoint = source.endpoint.clone();
+    let stream = store.block_on(async {
+        let mut client = opts.connect(&endpoint).await?;
+        client
+            .snapshot()
+            .await
+            .map_err(|e| EtcdError::Request { endpoint: endpoint.clone(), detail: describe(&e) })
+    })?;
+    // A snapshot of a large database takes a while to start and to stream; the
+    // command timeout applies to each gap between messages, not to the whole stream.
+    let mut reader = SnapshotRead {
+        stream,
+        store,
+        timeout: opts.command_timeout.max(std::time::Duration::from_secs(30)),
+        buf: vec![],
+        pos: 0,
+        sha: Sha256::new(),
+        tail: Vec::with_capacity(64),
+        bytes: 0,
+        error: None,
+    };
+    let spec = StreamBackup {
+        name: "etcd.db".into(),
+        chunking: StreamKind::Bbolt,
+        source: Source { kind: "etcd".into(), paths: vec![endpoint.clone()], meta: Default::default() },
+        tags,
+    };
+    let written = stream::write(repo, &mut reader, spec, on_progress);
+    if let Some(detail) = reader.error.take() {
+        return Err(EtcdError::StreamBroken { endpoint, bytes: reader.bytes, detail });
+    }
+    let mut result = written?;
+    if !reader.checksum_ok() {
+        return Err(EtcdError::Checksum { endpoint });
+    }
+    let meta = &mut result.snapshot.source.meta;
+    for (k, v) in [
+        ("cluster_id", json!(source.cluster_id)),
+        ("member_id", json!(source.member_id)),
+        ("endpoint", json!(endpoint)),
+        ("etcd_version", json!(source.version)),
+        ("revision", json!(source.revision)),
+        ("raft_index", json!(source.raft_index)),
+        ("db_size", json!(result.bytes - 32)),
+        ("sha256", json!(hex::encode(&reader.tail))),
+    ] {
+        meta.insert(k.into(), v);
+    }
+    let id = result.snapshot.save(repo)?;
+    Ok(Taken {
+        id,
+        snapshot: result.snapshot,
+        members: members.into_iter().map(|(e, r)| (e, r.map_err(|e| e.to_string()))).collect(),
+        source,
+    })
+}

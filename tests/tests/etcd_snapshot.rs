@@ -1,0 +1,66 @@
+//! `ballast etcd snapshot` streams from a real etcd (3.4) into the repository;
+//! `ballast etcd export` gives back bytes that etcdctl accepts.
+
+use ballast_tests::etcd::Etcd;
+use ballast_tests::Env;
+
+#[test]
+fn snapshot_export_and_etcdctl_agree() {
+    let etcd = Etcd::start();
+    etcd.load("/registry/configmaps/default/", 2000, 500);
+    let env = Env::init_local();
+    let v = env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--tag", "nightly"]);
+    let snap = &v["snapshot"];
+    assert_eq!(snap["source"]["kind"], "etcd");
+    assert_eq!(snap["tags"][0], "nightly");
+    let meta = &snap["source"]["meta"];
+    for k in ["cluster_id", "member_id", "etcd_version", "revision", "raft_index", "db_size", "sha256"] {
+        assert!(!meta[k].is_null(), "{k} missing from {meta}");
+    }
+    assert_eq!(meta["endpoint"], etcd.endpoint.as_str());
+    assert!(v["members"][0]["status"]["version"].as_str().unwrap().starts_with("3."));
+
+    // The exported file is what etcd sent: etcdctl reads and restores it.
+    let out = etcd.dir.path().join("exported.db");
+    env.run(&["etcd", "export", "latest", out.to_str().unwrap()]).ok();
+    let reference = Etcd::reference_status(&out);
+    assert_eq!(reference["revision"], meta["revision"], "{reference} vs {meta}");
+    let ours = env.json(&["etcd", "status", out.to_str().unwrap()]);
+    assert_eq!(ours["hash"], reference["hash"]);
+    assert_eq!(ours["sha256Verified"], true);
+    assert_eq!(ours["totalSize"], meta["db_size"]);
+    let restored = etcd.dir.path().join("restored");
+    let r = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "restore", out.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "etcdctl snapshot restore: {}", String::from_utf8_lossy(&r.stderr));
+
+    // Exporting over an existing file is refused; a path snapshot is not an etcd one.
+    let again = env.run(&["etcd", "export", "latest", out.to_str().unwrap()]).expect_code(1);
+    assert!(again.stderr.contains("must not exist"), "{}", again.stderr);
+    env.run(&["repo", "check", "--read-data"]).ok();
+}
+
+#[test]
+fn a_second_snapshot_after_few_changes_adds_little() {
+    let etcd = Etcd::start();
+    etcd.load("/registry/configmaps/default/", 3000, 800);
+    let env = Env::init_local();
+    let first = env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint]);
+    etcd.load("/registry/configmaps/default/", 30, 800); // rewrite 1% of the keys
+    let second = env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint]);
+    let (a, b) = (&first["snapshot"]["summary"], &second["snapshot"]["summary"]);
+    let added = b["bytes_new"].as_u64().unwrap();
+    assert!(added * 4 < a["bytes_new"].as_u64().unwrap(), "first {a}\nsecond {b}");
+}
+
+#[test]
+fn unreachable_etcd_is_named_and_nothing_is_recorded() {
+    let env = Env::init_local();
+    let out = env.run(&["etcd", "snapshot", "--endpoints", "127.0.0.1:1", "--dial-timeout", "1s"]).expect_code(1);
+    assert!(out.stderr.contains("cannot reach etcd at 127.0.0.1:1"), "{}", out.stderr);
+    assert!(out.stderr.contains("ETCDCTL_ENDPOINTS"), "{}", out.stderr);
+    assert!(env.snapshot_ids().is_empty());
+}
