@@ -3,5 +3,6 @@
 
 pub mod bbolt;
 pub mod connect;
+pub mod local;
 pub mod snapshot;
 pub mod status;
