@@ -12,30 +12,86 @@ pub struct Etcd {
     pub endpoint: String,
     child: Child,
     pub dir: TempDir,
+    /// etcdctl flags for a TLS server.
+    tls: Vec<String>,
 }
 
 fn port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Certificates for a TLS etcd: a CA, a server certificate for 127.0.0.1, and a client
+/// certificate, generated with the openssl command line.
+pub struct Certs {
+    pub dir: TempDir,
+}
+
+impl Certs {
+    pub fn generate() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").current_dir(d).args(args).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        for ca in ["ca", "other-ca"] {
+            run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.crt"), "-days", "2", "-subj", &format!("/CN={ca}")]);
+        }
+        std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, cn) in [("server", "etcd"), ("client", "root")] {
+            run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={cn}")]);
+            run(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &format!("{name}.crt"), "-days", "2", "-extfile", &format!("{name}.ext")]);
+        }
+        Certs { dir }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
 impl Etcd {
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// An etcd that serves TLS only and requires client certificates.
+    pub fn start_tls(certs: &Certs) -> Etcd {
+        Etcd::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&Certs>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (port(), port());
+        let scheme = if certs.is_some() { "https" } else { "http" };
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new("etcd")
-            .args(["--name", "m1", "--data-dir"])
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "m1", "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--listen-client-urls", &format!("{scheme}://127.0.0.1:{client}")])
+            .args(["--advertise-client-urls", &format!("{scheme}://127.0.0.1:{client}")])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &format!("m1=http://127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &format!("m1=http://127.0.0.1:{peer}")]);
+        if let Some(c) = certs {
+            cmd.args(["--cert-file", &c.path("server.crt"), "--key-file", &c.path("server.key")])
+                .args(["--client-cert-auth", "--trusted-ca-file", &c.path("ca.crt")]);
+        }
+        let child = cmd
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("etcd not found: apt-get install etcd-server etcd-client (.ci/run does)");
-        let e = Etcd { endpoint: format!("127.0.0.1:{client}"), child, dir };
+        let tls: Vec<String> = match certs {
+            Some(c) => vec![
+                format!("--cacert={}", c.path("ca.crt")),
+                format!("--cert={}", c.path("client.crt")),
+                format!("--key={}", c.path("client.key")),
+            ],
+            None => vec![],
+        };
+        let e = Etcd { endpoint: format!("127.0.0.1:{client}"), child, dir, tls };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !e.etcdctl(&["endpoint", "health"]).status.success() {
             assert!(Instant::now() < deadline, "etcd did not become healthy");
@@ -48,6 +104,7 @@ impl Etcd {
         Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint])
+            .args(&self.tls)
             .args(args)
             .output()
             .expect("etcdctl not found: apt-get install etcd-client")

@@ -64,3 +64,34 @@ fn unreachable_etcd_is_named_and_nothing_is_recorded() {
     assert!(out.stderr.contains("ETCDCTL_ENDPOINTS"), "{}", out.stderr);
     assert!(env.snapshot_ids().is_empty());
 }
+
+#[test]
+fn tls_with_client_certificates() {
+    use ballast_tests::etcd::Certs;
+    let certs = Certs::generate();
+    let etcd = Etcd::start_tls(&certs);
+    assert!(etcd.etcdctl(&["put", "/registry/secrets/default/s1", "v"]).status.success());
+    let env = Env::init_local();
+    let ca = certs.path("ca.crt");
+    let (cert, key) = (certs.path("client.crt"), certs.path("client.key"));
+    let v = env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--cacert", &ca, "--cert", &cert, "--key", &key]);
+    assert_eq!(v["snapshot"]["source"]["kind"], "etcd");
+
+    // The same through etcdctl's environment variables.
+    let mut c = env.cmd(&["etcd", "snapshot"]);
+    c.env("ETCDCTL_ENDPOINTS", &etcd.endpoint).env("ETCDCTL_CACERT", &ca).env("ETCDCTL_CERT", &cert).env("ETCDCTL_KEY", &key);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A CA that did not sign the server's certificate, or no client certificate: refused.
+    let wrong_ca = certs.path("other-ca.crt");
+    let out = env
+        .run(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--cacert", &wrong_ca, "--cert", &cert, "--key", &key])
+        .expect_code(1);
+    assert!(out.stderr.contains(&etcd.endpoint) && out.stderr.contains("check --cacert"), "{}", out.stderr);
+    let out = env.run(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--cacert", &ca]).expect_code(1);
+    assert!(out.stderr.contains(&etcd.endpoint), "{}", out.stderr);
+    let out = env.run(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--cacert", &ca, "--cert", &cert]).expect_code(1);
+    assert!(out.stderr.contains("--cert and --key go together"), "{}", out.stderr);
+    assert_eq!(env.snapshot_ids().len(), 2);
+}

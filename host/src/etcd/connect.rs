@@ -9,7 +9,7 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("cannot reach etcd at {endpoint}: {detail}; check --endpoints (ETCDCTL_ENDPOINTS) and that etcd is running")]
+    #[error("cannot reach etcd at {endpoint}: {detail}; {}", hint(detail))]
     Unreachable { endpoint: String, detail: String },
     #[error("no etcd endpoint answered: {0}")]
     NoneHealthy(String),
@@ -23,6 +23,16 @@ pub enum EtcdError {
     Checksum { endpoint: String },
     #[error("{0}")]
     Repo(#[from] crate::repo::RepoError),
+}
+
+/// What to check, from what went wrong.
+fn hint(detail: &str) -> &'static str {
+    let d = detail.to_ascii_lowercase();
+    if d.contains("certificate") || d.contains("tls") || d.contains("handshake") || d.contains("unknownissuer") {
+        "check --cacert, --cert and --key (ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY): the CA must have signed the server's certificate, and a server with client-cert-auth needs a client certificate"
+    } else {
+        "check --endpoints (ETCDCTL_ENDPOINTS) and that etcd is running"
+    }
 }
 
 /// How to reach etcd.
