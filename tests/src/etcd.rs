@@ -174,6 +174,35 @@ for i in range(n):
         assert!(out.status.success(), "loading keys failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Writes `n` values of `size` random (incompressible) bytes, base64-encoded.
+    pub fn load_random(&self, prefix: &str, n: usize, size: usize) {
+        let script = r#"
+import base64, http.client, json, os, sys
+host, port = sys.argv[1].split(":")
+prefix, n, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = http.client.HTTPConnection(host, int(port))
+for i in range(n):
+    key = f"{prefix}{i:06d}".encode()
+    req = json.dumps({"key": base64.b64encode(key).decode(), "value": base64.b64encode(os.urandom(size)).decode()})
+    c.request("POST", "/v3/kv/put", req, {"Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    if r.status != 200: sys.exit(f"put failed: {r.status}")
+"#;
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args([&self.endpoint, prefix, &n.to_string(), &size.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "loading keys failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the server at once (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `etcdctl snapshot save` into the data directory's parent; returns the path.
     pub fn save_snapshot(&self, name: &str) -> PathBuf {
         let path = self.dir.path().join(name);

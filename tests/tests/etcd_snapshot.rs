@@ -100,3 +100,29 @@ fn tls_with_client_certificates() {
     assert!(out.stderr.contains("--cert and --key go together"), "{}", out.stderr);
     assert_eq!(env.snapshot_ids().len(), 2);
 }
+
+#[test]
+fn a_stream_cut_halfway_records_nothing() {
+    let mut etcd = Etcd::start();
+    etcd.load_random("/registry/secrets/big/", 1200, 200_000); // about 240 MB of data
+    let env = Env::init_local();
+    let mut child = env
+        .cmd(&["etcd", "snapshot", "--endpoints", &etcd.endpoint])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill etcd once the snapshot is flowing into the repository.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while env.objects("data").is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "the snapshot finished before etcd could be killed");
+        assert!(std::time::Instant::now() < deadline, "no pack appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    etcd.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("broke after") && stderr.contains("no snapshot was recorded"), "{stderr}");
+    assert!(env.snapshot_ids().is_empty(), "a broken stream must not look complete");
+    env.run(&["repo", "check"]).ok();
+}
