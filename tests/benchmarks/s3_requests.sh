@@ -30,7 +30,8 @@ api_bind_addr = "127.0.0.1:$s3"
 root_domain = ".s3.garage.localhost"
 CONF
 g() { "$garage" -c "$work/garage.toml" "$@"; }
-RUST_LOG=warn g server > "$work/server.log" 2>&1 &
+# Started directly (not through g) so that $! is garage itself and the trap stops it.
+RUST_LOG=warn "$garage" -c "$work/garage.toml" server > "$work/server.log" 2>&1 &
 server=$!
 until node=$(g status 2>/dev/null | awk '/HEALTHY NODES/{getline; getline; print $1}') && [ -n "$node" ]; do sleep 0.2; done
 g layout assign -z dc1 -c 10G "$node" > /dev/null
