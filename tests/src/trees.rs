@@ -42,8 +42,13 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
             } else {
                 "other"
             };
-            let hash = ft.is_file().then(|| blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string());
-            let link_group = (ft.is_file() && m.nlink() > 1).then(|| inodes.entry(m.ino()).or_insert(rel.clone()).clone());
+            let hash = ft.is_file().then(|| {
+                blake3::hash(&std::fs::read(&p).unwrap())
+                    .to_hex()
+                    .to_string()
+            });
+            let link_group = (ft.is_file() && m.nlink() > 1)
+                .then(|| inodes.entry(m.ino()).or_insert(rel.clone()).clone());
             out.insert(
                 rel,
                 Entry {
@@ -53,7 +58,9 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
                     hash,
                     // Directory mtimes are compared too: restore sets them last.
                     mtime: (m.mtime(), m.mtime_nsec()),
-                    target: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap().display().to_string()),
+                    target: ft
+                        .is_symlink()
+                        .then(|| std::fs::read_link(&p).unwrap().display().to_string()),
                     uid: m.uid(),
                     gid: m.gid(),
                     link_group,
@@ -78,7 +85,16 @@ pub fn assert_same(a: &Path, b: &Path) {
     for k in y.keys().filter(|k| !x.contains_key(*k)) {
         diffs.push(format!("extra in restore: {k}"));
     }
-    assert!(diffs.is_empty(), "trees differ:\n{}", diffs.iter().take(20).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "trees differ:\n{}",
+        diffs
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 /// A tree with the things a volume holds: nested dirs, empty files and dirs, odd
@@ -93,16 +109,27 @@ pub fn sample(root: &Path) {
     };
     w("etc/app.yaml", b"replicas: 3\nimage: app:1.2.3\n");
     w("data/random.bin", &crate::random_bytes(3_000_000, 1));
-    w("data/text.log", "level=info msg=served\n".repeat(100_000).as_bytes());
+    w(
+        "data/text.log",
+        "level=info msg=served\n".repeat(100_000).as_bytes(),
+    );
     w("data/empty", b"");
     w("deep/a/b/c/d/file.txt", b"deep");
     std::fs::create_dir_all(root.join("empty-dir")).unwrap();
-    std::fs::set_permissions(root.join("etc/app.yaml"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(
+        root.join("etc/app.yaml"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
     std::fs::write(root.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("etc/app.yaml", root.join("config-link")).unwrap();
     std::os::unix::fs::symlink("does/not/exist", root.join("dangling-link")).unwrap();
-    std::fs::hard_link(root.join("data/text.log"), root.join("data/text-hardlink.log")).unwrap();
+    std::fs::hard_link(
+        root.join("data/text.log"),
+        root.join("data/text-hardlink.log"),
+    )
+    .unwrap();
     let sparse = std::fs::File::create(root.join("data/sparse.img")).unwrap();
     sparse.set_len(64 * 1024 * 1024).unwrap();
     use std::os::unix::fs::FileExt;

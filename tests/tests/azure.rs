@@ -23,7 +23,8 @@ fn backup_check_and_restore_on_azure_blob() {
     let check = env.json(&["repo", "check", "--read-data"]);
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
     let target = env.path("restored");
-    env.run(&["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
     trees::assert_same(&src, &target);
 }
 
@@ -32,5 +33,10 @@ fn missing_container_is_named() {
     let a = Azurite::start();
     let env = az_env(&a, "az://no-such-container/x");
     let out = env.run(&["repo", "init"]).expect_code(1);
-    assert!(out.stderr.contains("az://no-such-container/x: the bucket does not exist"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("az://no-such-container/x: the bucket does not exist"),
+        "{}",
+        out.stderr
+    );
 }

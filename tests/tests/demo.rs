@@ -7,8 +7,18 @@ use ballast_tests::Env;
 fn the_demo_runs_end_to_end() {
     let env = Env::local();
     let dir = env.path("demo");
-    let out = env.run(&["demo", "--dir", dir.to_str().unwrap(), "--size-mib", "8"]).ok();
-    assert!(out.stdout.contains("sha256 verified"), "the etcd part ran:\n{}", out.stdout);
-    assert!(out.stdout.contains("identical to the source: yes"), "{}", out.stdout);
+    let out = env
+        .run(&["demo", "--dir", dir.to_str().unwrap(), "--size-mib", "8"])
+        .ok();
+    assert!(
+        out.stdout.contains("sha256 verified"),
+        "the etcd part ran:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("identical to the source: yes"),
+        "{}",
+        out.stdout
+    );
     assert!(dir.join("etcd-snapshot.db").exists());
 }

@@ -18,22 +18,44 @@ fn snapshot_export_and_reference_agree(version: Version) {
     let etcd = Etcd::start_version(version);
     etcd.load("/registry/configmaps/default/", 2000, 500);
     let env = Env::init_local();
-    let v = env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--tag", "nightly"]);
+    let v = env.json(&[
+        "etcd",
+        "snapshot",
+        "--endpoints",
+        &etcd.endpoint,
+        "--tag",
+        "nightly",
+    ]);
     let snap = &v["snapshot"];
     assert_eq!(snap["source"]["kind"], "etcd");
     assert_eq!(snap["tags"][0], "nightly");
     let meta = &snap["source"]["meta"];
-    for k in ["cluster_id", "member_id", "etcd_version", "revision", "raft_index", "db_size", "sha256"] {
+    for k in [
+        "cluster_id",
+        "member_id",
+        "etcd_version",
+        "revision",
+        "raft_index",
+        "db_size",
+        "sha256",
+    ] {
         assert!(!meta[k].is_null(), "{k} missing from {meta}");
     }
     assert_eq!(meta["endpoint"], etcd.endpoint.as_str());
-    assert!(v["members"][0]["status"]["version"].as_str().unwrap().starts_with("3."));
+    assert!(v["members"][0]["status"]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("3."));
 
     // The exported file is what etcd sent: etcdctl reads and restores it.
     let out = etcd.dir.path().join("exported.db");
-    env.run(&["etcd", "export", "latest", out.to_str().unwrap()]).ok();
+    env.run(&["etcd", "export", "latest", out.to_str().unwrap()])
+        .ok();
     let reference = etcd.reference_status(&out);
-    assert_eq!(reference["revision"], meta["revision"], "{reference} vs {meta}");
+    assert_eq!(
+        reference["revision"], meta["revision"],
+        "{reference} vs {meta}"
+    );
     let ours = env.json(&["etcd", "status", out.to_str().unwrap()]);
     assert_eq!(ours["hash"], reference["hash"]);
     assert_eq!(ours["sha256Verified"], true);
@@ -43,7 +65,9 @@ fn snapshot_export_and_reference_agree(version: Version) {
     assert!(restored.join("member/snap/db").exists());
 
     // Exporting over an existing file is refused; a path snapshot is not an etcd one.
-    let again = env.run(&["etcd", "export", "latest", out.to_str().unwrap()]).expect_code(1);
+    let again = env
+        .run(&["etcd", "export", "latest", out.to_str().unwrap()])
+        .expect_code(1);
     assert!(again.stderr.contains("must not exist"), "{}", again.stderr);
     env.run(&["repo", "check", "--read-data"]).ok();
 }
@@ -56,16 +80,35 @@ fn a_second_snapshot_after_few_changes_adds_little() {
     let first = env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint]);
     etcd.load("/registry/configmaps/default/", 30, 800); // rewrite 1% of the keys
     let second = env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint]);
-    let (a, b) = (&first["snapshot"]["summary"], &second["snapshot"]["summary"]);
+    let (a, b) = (
+        &first["snapshot"]["summary"],
+        &second["snapshot"]["summary"],
+    );
     let added = b["bytes_new"].as_u64().unwrap();
-    assert!(added * 4 < a["bytes_new"].as_u64().unwrap(), "first {a}\nsecond {b}");
+    assert!(
+        added * 4 < a["bytes_new"].as_u64().unwrap(),
+        "first {a}\nsecond {b}"
+    );
 }
 
 #[test]
 fn unreachable_etcd_is_named_and_nothing_is_recorded() {
     let env = Env::init_local();
-    let out = env.run(&["etcd", "snapshot", "--endpoints", "127.0.0.1:1", "--dial-timeout", "1s"]).expect_code(1);
-    assert!(out.stderr.contains("cannot reach etcd at 127.0.0.1:1"), "{}", out.stderr);
+    let out = env
+        .run(&[
+            "etcd",
+            "snapshot",
+            "--endpoints",
+            "127.0.0.1:1",
+            "--dial-timeout",
+            "1s",
+        ])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains("cannot reach etcd at 127.0.0.1:1"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("ETCDCTL_ENDPOINTS"), "{}", out.stderr);
     assert!(env.snapshot_ids().is_empty());
 }
@@ -75,29 +118,89 @@ fn tls_with_client_certificates() {
     use ballast_tests::etcd::Certs;
     let certs = Certs::generate();
     let etcd = Etcd::start_tls(&certs);
-    assert!(etcd.etcdctl(&["put", "/registry/secrets/default/s1", "v"]).status.success());
+    assert!(etcd
+        .etcdctl(&["put", "/registry/secrets/default/s1", "v"])
+        .status
+        .success());
     let env = Env::init_local();
     let ca = certs.path("ca.crt");
     let (cert, key) = (certs.path("client.crt"), certs.path("client.key"));
-    let v = env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--cacert", &ca, "--cert", &cert, "--key", &key]);
+    let v = env.json(&[
+        "etcd",
+        "snapshot",
+        "--endpoints",
+        &etcd.endpoint,
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ]);
     assert_eq!(v["snapshot"]["source"]["kind"], "etcd");
 
     // The same through etcdctl's environment variables.
     let mut c = env.cmd(&["etcd", "snapshot"]);
-    c.env("ETCDCTL_ENDPOINTS", &etcd.endpoint).env("ETCDCTL_CACERT", &ca).env("ETCDCTL_CERT", &cert).env("ETCDCTL_KEY", &key);
+    c.env("ETCDCTL_ENDPOINTS", &etcd.endpoint)
+        .env("ETCDCTL_CACERT", &ca)
+        .env("ETCDCTL_CERT", &cert)
+        .env("ETCDCTL_KEY", &key);
     let out = c.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A CA that did not sign the server's certificate, or no client certificate: refused.
     let wrong_ca = certs.path("other-ca.crt");
     let out = env
-        .run(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--cacert", &wrong_ca, "--cert", &cert, "--key", &key])
+        .run(&[
+            "etcd",
+            "snapshot",
+            "--endpoints",
+            &etcd.endpoint,
+            "--cacert",
+            &wrong_ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ])
         .expect_code(1);
-    assert!(out.stderr.contains(&etcd.endpoint) && out.stderr.contains("check --cacert"), "{}", out.stderr);
-    let out = env.run(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--cacert", &ca]).expect_code(1);
+    assert!(
+        out.stderr.contains(&etcd.endpoint) && out.stderr.contains("check --cacert"),
+        "{}",
+        out.stderr
+    );
+    let out = env
+        .run(&[
+            "etcd",
+            "snapshot",
+            "--endpoints",
+            &etcd.endpoint,
+            "--cacert",
+            &ca,
+        ])
+        .expect_code(1);
     assert!(out.stderr.contains(&etcd.endpoint), "{}", out.stderr);
-    let out = env.run(&["etcd", "snapshot", "--endpoints", &etcd.endpoint, "--cacert", &ca, "--cert", &cert]).expect_code(1);
-    assert!(out.stderr.contains("--cert and --key go together"), "{}", out.stderr);
+    let out = env
+        .run(&[
+            "etcd",
+            "snapshot",
+            "--endpoints",
+            &etcd.endpoint,
+            "--cacert",
+            &ca,
+            "--cert",
+            &cert,
+        ])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains("--cert and --key go together"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(env.snapshot_ids().len(), 2);
 }
 
@@ -114,7 +217,10 @@ fn a_stream_cut_halfway_records_nothing() {
     // Kill etcd once the snapshot is flowing into the repository.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while env.objects("data").is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "the snapshot finished before etcd could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the snapshot finished before etcd could be killed"
+        );
         assert!(std::time::Instant::now() < deadline, "no pack appeared");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -122,7 +228,13 @@ fn a_stream_cut_halfway_records_nothing() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("broke after") && stderr.contains("no snapshot was recorded"), "{stderr}");
-    assert!(env.snapshot_ids().is_empty(), "a broken stream must not look complete");
+    assert!(
+        stderr.contains("broke after") && stderr.contains("no snapshot was recorded"),
+        "{stderr}"
+    );
+    assert!(
+        env.snapshot_ids().is_empty(),
+        "a broken stream must not look complete"
+    );
     env.run(&["repo", "check"]).ok();
 }

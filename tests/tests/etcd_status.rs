@@ -10,7 +10,10 @@ fn status(env: &Env, file: &std::path::Path) -> serde_json::Value {
 
 fn same_four(ours: &serde_json::Value, reference: &serde_json::Value) {
     for k in ["hash", "revision", "totalKey", "totalSize"] {
-        assert_eq!(ours[k], reference[k], "{k}: ours {ours}, etcdctl {reference}");
+        assert_eq!(
+            ours[k], reference[k],
+            "{k}: ours {ours}, etcdctl {reference}"
+        );
     }
 }
 
@@ -40,14 +43,23 @@ fn status_matches_the_reference(version: Version) {
 
     // After a compaction and more writes the database has free pages and a new meta.
     let rev = ours["revision"].as_i64().unwrap();
-    assert!(etcd.etcdctl(&["compact", &rev.to_string()]).status.success());
+    assert!(etcd
+        .etcdctl(&["compact", &rev.to_string()])
+        .status
+        .success());
     etcd.load("/registry/pods/default/", 500, 300);
     let snap2 = etcd.save_snapshot("snap2.db");
     same_four(&status(&env, &snap2), &etcd.reference_status(&snap2));
 
     // The table names the four numbers and says the trailer was verified.
-    let human = env.run(&["etcd", "status", snap2.to_str().unwrap()]).ok().stdout;
-    assert!(human.contains("HASH") && human.contains("sha256 trailer verified"), "{human}");
+    let human = env
+        .run(&["etcd", "status", snap2.to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(
+        human.contains("HASH") && human.contains("sha256 trailer verified"),
+        "{human}"
+    );
 }
 
 #[test]
@@ -63,16 +75,34 @@ fn a_damaged_or_truncated_snapshot_is_refused_with_the_reason() {
     let mid = b.len() / 2;
     b[mid] ^= 0x10;
     std::fs::write(&flipped, &b).unwrap();
-    let out = env.run(&["etcd", "status", flipped.to_str().unwrap()]).expect_code(1);
-    assert!(out.stderr.contains("flipped.db") && out.stderr.contains("SHA-256"), "{}", out.stderr);
+    let out = env
+        .run(&["etcd", "status", flipped.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains("flipped.db") && out.stderr.contains("SHA-256"),
+        "{}",
+        out.stderr
+    );
 
     let truncated = etcd.dir.path().join("truncated.db");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2 + 100]).unwrap();
-    let out = env.run(&["etcd", "status", truncated.to_str().unwrap()]).expect_code(1);
-    assert!(out.stderr.contains("truncated.db") && out.stderr.contains("truncated"), "{}", out.stderr);
+    let out = env
+        .run(&["etcd", "status", truncated.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains("truncated.db") && out.stderr.contains("truncated"),
+        "{}",
+        out.stderr
+    );
 
     let not_db = etcd.dir.path().join("notes.txt");
     std::fs::write(&not_db, "hello".repeat(2000)).unwrap();
-    let out = env.run(&["etcd", "status", not_db.to_str().unwrap()]).expect_code(1);
-    assert!(out.stderr.contains("not a usable etcd snapshot"), "{}", out.stderr);
+    let out = env
+        .run(&["etcd", "status", not_db.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains("not a usable etcd snapshot"),
+        "{}",
+        out.stderr
+    );
 }

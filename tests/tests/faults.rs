@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use ballast_tests::{random_bytes, trees, Env};
 
 fn largest(files: Vec<PathBuf>) -> PathBuf {
-    files.into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).expect("a pack")
+    files
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a pack")
 }
 
 fn name(p: &Path) -> String {
@@ -27,16 +30,37 @@ fn a_flipped_byte_in_a_pack_is_found_and_named() {
     std::fs::write(&pack, &bytes).unwrap();
 
     let out = env.run(&["repo", "check", "--read-data"]).expect_code(12);
-    assert!(out.stdout.contains(&name(&pack)), "the pack is named:\n{}", out.stdout);
-    assert!(out.stdout.contains(&format!("affects snapshots {}", &id[..8])), "the snapshot is named:\n{}", out.stdout);
-    let json = env.run(&["repo", "check", "--read-data", "--json"]).expect_code(12).json();
+    assert!(
+        out.stdout.contains(&name(&pack)),
+        "the pack is named:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("affects snapshots {}", &id[..8])),
+        "the snapshot is named:\n{}",
+        out.stdout
+    );
+    let json = env
+        .run(&["repo", "check", "--read-data", "--json"])
+        .expect_code(12)
+        .json();
     assert_eq!(json["problems"][0]["snapshots"][0], id[..8]);
 
     // A restore still restores every file it can, and names the ones it cannot.
     let target = env.path("restored");
-    let out = env.run(&["restore", &id, "--target", target.to_str().unwrap()]).expect_code(1);
-    assert!(out.stdout.contains("incomplete") && out.stdout.contains("fails authentication"), "{}", out.stdout);
-    assert_eq!(std::fs::read(target.join("etc/app.yaml")).unwrap(), std::fs::read(src.join("etc/app.yaml")).unwrap());
+    let out = env
+        .run(&["restore", &id, "--target", target.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        out.stdout.contains("incomplete") && out.stdout.contains("fails authentication"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        std::fs::read(target.join("etc/app.yaml")).unwrap(),
+        std::fs::read(src.join("etc/app.yaml")).unwrap()
+    );
 }
 
 #[test]
@@ -47,9 +71,18 @@ fn a_truncated_pack_fails_the_structure_check() {
     let id = env.backup(&src, &[]);
     let pack = largest(env.objects("data"));
     let len = std::fs::metadata(&pack).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len - 1000).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
     let out = env.run(&["repo", "check"]).expect_code(12);
-    assert!(out.stdout.contains(&name(&pack)) && out.stdout.contains("truncated"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&name(&pack)) && out.stdout.contains("truncated"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains(&id[..8]), "{}", out.stdout);
     let out = env.run(&["repo", "check", "--read-data"]).expect_code(12);
     assert!(out.stdout.contains(&name(&pack)), "{}", out.stdout);
@@ -72,14 +105,18 @@ fn a_missing_index_delta_is_detected_and_repaired() {
     env.run(&["repo", "repair-index"]).ok();
     env.run(&["repo", "check", "--read-data"]).ok();
     let target = env.path("restored");
-    env.run(&["restore", &second, "--target", target.to_str().unwrap()]).ok();
+    env.run(&["restore", &second, "--target", target.to_str().unwrap()])
+        .ok();
     trees::assert_same(&src, &target);
 }
 
 fn wait_for_pack(env: &Env, child: &mut std::process::Child) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while env.objects("data").is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "the backup ended before its first pack was seen");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before its first pack was seen"
+        );
         assert!(Instant::now() < deadline, "no pack appeared");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -89,7 +126,11 @@ fn big_source(env: &Env, mib: usize) -> PathBuf {
     let src = env.path("big");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..(mib / 32) {
-        std::fs::write(src.join(format!("part-{i:03}.bin")), random_bytes(32 << 20, i as u64 + 100)).unwrap();
+        std::fs::write(
+            src.join(format!("part-{i:03}.bin")),
+            random_bytes(32 << 20, i as u64 + 100),
+        )
+        .unwrap();
     }
     src
 }
@@ -98,12 +139,18 @@ fn big_source(env: &Env, mib: usize) -> PathBuf {
 fn a_backup_killed_halfway_leaves_no_snapshot_and_its_data_is_reused() {
     let env = Env::init_local();
     let src = big_source(&env, 384);
-    let mut child = env.cmd(&["backup", "path", src.to_str().unwrap()]).spawn().unwrap();
+    let mut child = env
+        .cmd(&["backup", "path", src.to_str().unwrap()])
+        .spawn()
+        .unwrap();
     wait_for_pack(&env, &mut child);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    assert!(env.snapshot_ids().is_empty(), "an interrupted backup must not look complete");
+    assert!(
+        env.snapshot_ids().is_empty(),
+        "an interrupted backup must not look complete"
+    );
     let uploaded = env.objects("data").len();
     assert!(uploaded >= 1);
     let check = env.run(&["repo", "check"]).ok();
@@ -113,11 +160,19 @@ fn a_backup_killed_halfway_leaves_no_snapshot_and_its_data_is_reused() {
     let s = &v["snapshot"]["summary"];
     let total = s["total_bytes"].as_u64().unwrap();
     let new = s["bytes_new"].as_u64().unwrap();
-    assert!(new + (uploaded as u64 - 1) * (30 << 20) <= total, "packs of the killed backup are reused: {s}");
+    assert!(
+        new + (uploaded as u64 - 1) * (30 << 20) <= total,
+        "packs of the killed backup are reused: {s}"
+    );
     let check = env.run(&["repo", "check", "--read-data"]).ok();
-    assert!(!check.stdout.contains("not indexed yet"), "{}", check.stdout);
+    assert!(
+        !check.stdout.contains("not indexed yet"),
+        "{}",
+        check.stdout
+    );
     let target = env.path("restored");
-    env.run(&["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
     trees::assert_same(&src, &target);
 }
 
@@ -131,8 +186,16 @@ fn two_backups_at_once_both_succeed() {
         std::fs::write(dir.join("own.bin"), random_bytes(48 << 20, seed)).unwrap();
         std::fs::write(dir.join("shared.bin"), &shared).unwrap();
     }
-    let mut ca = env.cmd(&["backup", "path", a.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn().unwrap();
-    let mut cb = env.cmd(&["backup", "path", b.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut ca = env
+        .cmd(&["backup", "path", a.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut cb = env
+        .cmd(&["backup", "path", b.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     assert!(ca.wait().unwrap().success());
     assert!(cb.wait().unwrap().success());
     assert_eq!(env.snapshot_ids().len(), 2);
@@ -149,7 +212,8 @@ fn two_backups_at_once_both_succeed() {
             .as_str()
             .unwrap()
             .to_string();
-        env.run(&["restore", &id, "--target", target.to_str().unwrap()]).ok();
+        env.run(&["restore", &id, "--target", target.to_str().unwrap()])
+            .ok();
         trees::assert_same(dir, &target);
     }
 }
@@ -158,10 +222,17 @@ fn two_backups_at_once_both_succeed() {
 fn prune_during_a_backup_does_not_harm_it() {
     let env = Env::init_local();
     let src = big_source(&env, 256);
-    let mut child = env.cmd(&["backup", "path", src.to_str().unwrap()]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = env
+        .cmd(&["backup", "path", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for_pack(&env, &mut child);
     let pruned = env.json(&["repo", "prune"]);
-    assert!(pruned["packs_marked"].as_u64().unwrap() >= 1, "the running backup's packs are only marked: {pruned}");
+    assert!(
+        pruned["packs_marked"].as_u64().unwrap() >= 1,
+        "the running backup's packs are only marked: {pruned}"
+    );
     assert_eq!(pruned["packs_deleted"], 0);
     assert!(child.wait().unwrap().success());
 
@@ -171,7 +242,8 @@ fn prune_during_a_backup_does_not_harm_it() {
     assert!(pruned["packs_rescued"].as_u64().unwrap() >= 1, "{pruned}");
     env.run(&["repo", "check", "--read-data"]).ok();
     let target = env.path("restored");
-    env.run(&["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
     trees::assert_same(&src, &target);
 }
 
@@ -190,9 +262,18 @@ fn a_damaged_snapshot_record_is_reported_and_does_not_block_the_others() {
     std::fs::write(&record, bytes).unwrap();
 
     let ids = env.snapshot_ids();
-    assert_eq!(ids, vec![second.clone()], "the readable snapshot is still listed");
+    assert_eq!(
+        ids,
+        vec![second.clone()],
+        "the readable snapshot is still listed"
+    );
     let out = env.run(&["repo", "check"]).expect_code(12);
-    assert!(out.stdout.contains(&format!("snapshot record snapshots/{first}")), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("snapshot record snapshots/{first}")),
+        "{}",
+        out.stdout
+    );
     std::fs::write(src.join("a"), b"three").unwrap();
     env.backup(&src, &[]);
 }
@@ -208,12 +289,27 @@ fn a_missing_pack_leaves_other_files_restored_and_names_the_rest() {
     // small.txt stays in the first backup's pack; big.bin goes into new packs.
     std::fs::write(src.join("big.bin"), random_bytes(40 << 20, 77)).unwrap();
     let id = env.backup(&src, &[]);
-    let pack = largest(env.objects("data").into_iter().filter(|p| !first_packs.contains(p)).collect());
+    let pack = largest(
+        env.objects("data")
+            .into_iter()
+            .filter(|p| !first_packs.contains(p))
+            .collect(),
+    );
     std::fs::remove_file(&pack).unwrap();
     let target = env.path("restored");
-    let out = env.run(&["restore", &id, "--target", target.to_str().unwrap()]).expect_code(1);
-    assert!(out.stdout.contains("big.bin") && out.stdout.contains("incomplete"), "{}", out.stdout);
+    let out = env
+        .run(&["restore", &id, "--target", target.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        out.stdout.contains("big.bin") && out.stdout.contains("incomplete"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(std::fs::read(target.join("small.txt")).unwrap(), b"small");
     let check = env.run(&["repo", "check"]).expect_code(12);
-    assert!(check.stdout.contains(&name(&pack)) && check.stdout.contains("missing"), "{}", check.stdout);
+    assert!(
+        check.stdout.contains(&name(&pack)) && check.stdout.contains("missing"),
+        "{}",
+        check.stdout
+    );
 }

@@ -12,13 +12,26 @@ fn restore_gives_back_contents_and_metadata() {
     trees::sample(&src);
     let id = env.backup(&src, &["--tag", "volume"]);
     let target = env.path("restored");
-    let out = env.run(&["restore", &id[..10], "--target", target.to_str().unwrap(), "--json"]).ok().json();
+    let out = env
+        .run(&[
+            "restore",
+            &id[..10],
+            "--target",
+            target.to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
     assert!(out["summary"]["errors"].as_array().unwrap().is_empty());
     trees::assert_same(&src, &target);
     // The sparse file stays sparse: 64 MiB long, a few blocks allocated.
     let m = std::fs::metadata(target.join("data/sparse.img")).unwrap();
     assert_eq!(m.len(), 64 * 1024 * 1024);
-    assert!(m.blocks() * 512 < 4 * 1024 * 1024, "sparse file restored dense: {} blocks", m.blocks());
+    assert!(
+        m.blocks() * 512 < 4 * 1024 * 1024,
+        "sparse file restored dense: {} blocks",
+        m.blocks()
+    );
     env.run(&["repo", "check", "--read-data"]).ok();
 }
 
@@ -28,8 +41,13 @@ fn unchanged_files_are_not_read_again_unless_forced() {
     let src = env.path("src");
     trees::sample(&src);
     let first = env.json(&["backup", "path", src.to_str().unwrap()]);
-    let total = first["snapshot"]["summary"]["total_bytes"].as_u64().unwrap();
-    assert_eq!(first["snapshot"]["summary"]["bytes_read"].as_u64().unwrap(), total);
+    let total = first["snapshot"]["summary"]["total_bytes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        first["snapshot"]["summary"]["bytes_read"].as_u64().unwrap(),
+        total
+    );
 
     let second = env.json(&["backup", "path", src.to_str().unwrap()]);
     let s = &second["snapshot"]["summary"];
@@ -41,7 +59,10 @@ fn unchanged_files_are_not_read_again_unless_forced() {
     let forced = env.json(&["backup", "path", src.to_str().unwrap(), "--force-reread"]);
     let s = &forced["snapshot"]["summary"];
     assert_eq!(s["bytes_read"].as_u64().unwrap(), total, "{s}");
-    assert_eq!(s["blobs_new"], 0, "re-reading unchanged data must add nothing: {s}");
+    assert_eq!(
+        s["blobs_new"], 0,
+        "re-reading unchanged data must add nothing: {s}"
+    );
 
     // A changed file is read; the rest is not.
     std::fs::write(src.join("etc/app.yaml"), b"replicas: 5\n").unwrap();
@@ -58,19 +79,45 @@ fn excludes_and_includes() {
     trees::sample(&src);
     let deep = format!("{}/deep/**", src.display());
     let id = env.backup(&src, &["--exclude", "*.log", "--exclude", &deep]);
-    let listed: Vec<String> =
-        env.json(&["ls", &id]).as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().to_string()).collect();
+    let listed: Vec<String> = env
+        .json(&["ls", &id])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
     assert!(listed.contains(&"etc/app.yaml".to_string()), "{listed:?}");
     assert!(listed.iter().all(|p| !p.ends_with(".log")), "{listed:?}");
     assert!(listed.contains(&"deep".to_string()), "{listed:?}");
     assert!(listed.iter().all(|p| !p.starts_with("deep/")), "{listed:?}");
 
     let target = env.path("partial");
-    env.run(&["restore", &id, "--target", target.to_str().unwrap(), "--include", "etc"]).ok();
+    env.run(&[
+        "restore",
+        &id,
+        "--target",
+        target.to_str().unwrap(),
+        "--include",
+        "etc",
+    ])
+    .ok();
     assert!(target.join("etc/app.yaml").exists());
     assert!(!target.join("data").exists());
-    let out = env.run(&["restore", &id, "--target", target.to_str().unwrap(), "--include", "nope/*"]).expect_code(1);
-    assert!(out.stderr.contains("no path in the snapshot matches"), "{}", out.stderr);
+    let out = env
+        .run(&[
+            "restore",
+            &id,
+            "--target",
+            target.to_str().unwrap(),
+            "--include",
+            "nope/*",
+        ])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains("no path in the snapshot matches"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -80,10 +127,26 @@ fn ls_and_diff() {
     trees::sample(&src);
     let a = env.backup(&src, &[]);
     let sub = env.json(&["ls", &a, "deep/a"]);
-    let paths: Vec<&str> = sub.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, vec!["deep/a/b", "deep/a/b/c", "deep/a/b/c/d", "deep/a/b/c/d/file.txt"]);
+    let paths: Vec<&str> = sub
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            "deep/a/b",
+            "deep/a/b/c",
+            "deep/a/b/c/d",
+            "deep/a/b/c/d/file.txt"
+        ]
+    );
     let human = env.run(&["ls", &a, "config-link"]).ok().stdout;
-    assert!(human.starts_with("lrwxrwxrwx") && human.contains("-> etc/app.yaml"), "{human}");
+    assert!(
+        human.starts_with("lrwxrwxrwx") && human.contains("-> etc/app.yaml"),
+        "{human}"
+    );
 
     std::fs::write(src.join("new.txt"), b"new").unwrap();
     std::fs::remove_file(src.join("run.sh")).unwrap();
@@ -94,14 +157,32 @@ fn ls_and_diff() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["change"].as_str().unwrap().to_string(), c["path"].as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().to_string(),
+                c["path"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert!(changes.contains(&("added".into(), "new.txt".into())), "{changes:?}");
-    assert!(changes.contains(&("removed".into(), "run.sh".into())), "{changes:?}");
-    assert!(changes.contains(&("modified".into(), "deep/a/b/c/d/file.txt".into())), "{changes:?}");
+    assert!(
+        changes.contains(&("added".into(), "new.txt".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("removed".into(), "run.sh".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("modified".into(), "deep/a/b/c/d/file.txt".into())),
+        "{changes:?}"
+    );
     assert_eq!(changes.len(), 3, "{changes:?}");
     let out = env.run(&["diff", &a, "ffffffff"]).expect_code(1);
-    assert!(out.stderr.contains("no snapshot matches `ffffffff`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no snapshot matches `ffffffff`"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -113,7 +194,11 @@ fn unreadable_files_are_reported_not_fatal() {
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("readable.txt"), b"fine").unwrap();
     std::fs::write(src.join("secret.key"), b"cannot read me").unwrap();
-    std::fs::set_permissions(src.join("secret.key"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(
+        src.join("secret.key"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
     std::fs::set_permissions(src.join("sub"), std::fs::Permissions::from_mode(0o000)).unwrap();
     // Root reads everything, so as root the backup runs as `nobody`.
     let run = |args: &[&str]| {
@@ -124,7 +209,10 @@ fn unreadable_files_are_reported_not_fatal() {
             }
             let prog = c.get_program().to_owned();
             let mut wrapped = std::process::Command::new("setpriv");
-            wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(prog).args(c.get_args());
+            wrapped
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(prog)
+                .args(c.get_args());
             for (k, v) in c.get_envs() {
                 match v {
                     Some(v) => wrapped.env(k, v),
@@ -134,20 +222,36 @@ fn unreadable_files_are_reported_not_fatal() {
             c = wrapped;
         }
         let o = c.output().unwrap();
-        (o.status.code().unwrap(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     let (code, _, err) = run(&["repo", "init"]);
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = run(&["backup", "path", src.to_str().unwrap(), "--json"]);
-    assert_eq!(code, 3, "exit 3 = saved with unreadable files\n{out}\n{err}");
+    assert_eq!(
+        code, 3,
+        "exit 3 = saved with unreadable files\n{out}\n{err}"
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let warnings = v["snapshot"]["warnings"].as_array().unwrap();
     let text = serde_json::to_string(warnings).unwrap();
-    assert!(text.contains("secret.key") && text.contains("ermission denied"), "{text}");
-    assert!(text.contains("sub") && text.contains("cannot list"), "{text}");
+    assert!(
+        text.contains("secret.key") && text.contains("ermission denied"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sub") && text.contains("cannot list"),
+        "{text}"
+    );
     let (code, out, _) = run(&["ls", "latest", "--json"]);
     assert_eq!(code, 0);
-    assert!(out.contains("readable.txt") && !out.contains("secret.key"), "{out}");
+    assert!(
+        out.contains("readable.txt") && !out.contains("secret.key"),
+        "{out}"
+    );
     let (code, _, err) = run(&["repo", "check"]);
     assert_eq!(code, 0, "{err}");
 }
@@ -165,9 +269,14 @@ fn a_file_changing_while_read_is_reported() {
         std::thread::spawn(move || {
             use std::io::Write;
             // Bounded: 2 MiB/s for at most a minute, whatever happens to the backup.
-            let mut f = std::fs::OpenOptions::new().append(true).open(growing).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(growing)
+                .unwrap();
             let started = std::time::Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed().as_secs() < 60 {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed().as_secs() < 60
+            {
                 f.write_all(&[b'x'; 4096]).unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
@@ -177,6 +286,9 @@ fn a_file_changing_while_read_is_reported() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     let text = v["snapshot"]["warnings"].to_string();
-    assert!(text.contains("growing.log") && text.contains("changed while it was being read"), "{text}");
+    assert!(
+        text.contains("growing.log") && text.contains("changed while it was being read"),
+        "{text}"
+    );
     env.run(&["repo", "check", "--read-data"]).ok();
 }

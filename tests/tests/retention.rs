@@ -8,24 +8,47 @@ fn forget_applies_the_policy_per_group() {
     let env = Env::init_local();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
-    for (i, tag) in ["blue", "blue", "green", "green", "green"].iter().enumerate() {
+    for (i, tag) in ["blue", "blue", "green", "green", "green"]
+        .iter()
+        .enumerate()
+    {
         std::fs::write(src.join("f"), format!("version {i}")).unwrap();
         env.backup(&src, &["--tag", tag]);
     }
     let dry = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
-    let removed = dry["decisions"].as_array().unwrap().iter().filter(|d| d["keep"] == false).count();
+    let removed = dry["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == false)
+        .count();
     assert_eq!(removed, 3);
     assert_eq!(env.snapshot_ids().len(), 5, "a dry run removes nothing");
 
     env.run(&["forget", "--keep-last", "1"]).ok();
     let snaps = env.json(&["snapshots"]);
-    let mut tags: Vec<String> = snaps.as_array().unwrap().iter().map(|s| s["snapshot"]["tags"][0].as_str().unwrap().into()).collect();
+    let mut tags: Vec<String> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot"]["tags"][0].as_str().unwrap().into())
+        .collect();
     tags.sort();
     assert_eq!(tags, vec!["blue", "green"]);
     let out = env.run(&["forget"]).expect_code(1);
-    assert!(out.stderr.contains("no --keep-* rule given"), "{}", out.stderr);
-    let out = env.run(&["forget", "--keep-last", "1", "--group-by", "colour"]).expect_code(1);
-    assert!(out.stderr.contains("unknown --group-by field `colour`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no --keep-* rule given"),
+        "{}",
+        out.stderr
+    );
+    let out = env
+        .run(&["forget", "--keep-last", "1", "--group-by", "colour"])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains("unknown --group-by field `colour`"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -44,7 +67,10 @@ fn prune_frees_forgotten_data_after_the_grace_period() {
     env.run(&["forget", "--keep-last", "1"]).ok();
     let first = env.json(&["repo", "prune"]);
     assert!(first["packs_marked"].as_u64().unwrap() >= 1, "{first}");
-    assert_eq!(first["packs_deleted"], 0, "nothing is deleted before the grace period: {first}");
+    assert_eq!(
+        first["packs_deleted"], 0,
+        "nothing is deleted before the grace period: {first}"
+    );
     let waiting = env.json(&["repo", "prune"]);
     assert_eq!(waiting["packs_deleted"], 0);
     assert!(waiting["packs_waiting"].as_u64().unwrap() >= 1, "{waiting}");
@@ -58,9 +84,16 @@ fn prune_frees_forgotten_data_after_the_grace_period() {
     );
     env.run(&["repo", "check", "--read-data"]).ok();
     let target = env.path("restored");
-    env.run(&["restore", &kept, "--target", target.to_str().unwrap()]).ok();
-    assert_eq!(std::fs::read(target.join("keep.bin")).unwrap(), random_bytes(6 << 20, 1));
-    assert_eq!(std::fs::read(target.join("new.bin")).unwrap(), random_bytes(3 << 20, 3));
+    env.run(&["restore", &kept, "--target", target.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        std::fs::read(target.join("keep.bin")).unwrap(),
+        random_bytes(6 << 20, 1)
+    );
+    assert_eq!(
+        std::fs::read(target.join("new.bin")).unwrap(),
+        random_bytes(3 << 20, 3)
+    );
     assert!(!target.join("old.bin").exists());
 }
 
@@ -74,9 +107,20 @@ fn dry_run_prune_changes_nothing() {
     std::fs::write(src.join("a"), random_bytes(1 << 20, 2)).unwrap();
     env.backup(&src, &[]);
     env.run(&["forget", "--keep-last", "1"]).ok();
-    let objects_before = (env.objects("data"), env.objects("index"), env.objects("prune"));
+    let objects_before = (
+        env.objects("data"),
+        env.objects("index"),
+        env.objects("prune"),
+    );
     let r = env.json(&["repo", "prune", "--dry-run"]);
     assert_eq!(r["dry_run"], true);
     assert!(r["packs_marked"].as_u64().unwrap() >= 1, "{r}");
-    assert_eq!((env.objects("data"), env.objects("index"), env.objects("prune")), objects_before);
+    assert_eq!(
+        (
+            env.objects("data"),
+            env.objects("index"),
+            env.objects("prune")
+        ),
+        objects_before
+    );
 }

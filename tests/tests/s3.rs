@@ -25,7 +25,8 @@ fn backup_check_and_restore_on_s3() {
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
     assert_eq!(check["snapshots"], 2);
     let target = env.path("restored");
-    env.run(&["restore", "latest", "--target", target.to_str().unwrap()]).ok();
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
     trees::assert_same(&src, &target);
     // A second repository under another prefix of the same bucket is independent.
     let other = s3_env(&g, "team-b/repo");
@@ -38,7 +39,12 @@ fn missing_bucket_is_named() {
     let mut env = s3_env(&g, "x");
     env.repo = "s3://no-such-bucket/x".into();
     let out = env.run(&["repo", "init"]).expect_code(1);
-    assert!(out.stderr.contains("s3://no-such-bucket/x: the bucket does not exist"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("s3://no-such-bucket/x: the bucket does not exist"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -48,13 +54,23 @@ fn wrong_credentials_are_named_and_not_echoed() {
     env.run(&["repo", "init"]).ok();
     let mut bad = s3_env(&g, "repo");
     bad.vars.retain(|(k, _)| k != "AWS_SECRET_ACCESS_KEY");
-    bad.vars.push(("AWS_SECRET_ACCESS_KEY".into(), "0000wrong-secret-value0000".into()));
+    bad.vars.push((
+        "AWS_SECRET_ACCESS_KEY".into(),
+        "0000wrong-secret-value0000".into(),
+    ));
     let out = bad.run(&["snapshots"]).expect_code(1);
     assert!(out.stderr.contains("access denied"), "{}", out.stderr);
-    assert!(!out.stderr.contains("0000wrong-secret-value0000") && !out.stderr.contains(&g.secret), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("0000wrong-secret-value0000") && !out.stderr.contains(&g.secret),
+        "{}",
+        out.stderr
+    );
     let mut unknown = s3_env(&g, "repo");
     unknown.vars.retain(|(k, _)| k != "AWS_ACCESS_KEY_ID");
-    unknown.vars.push(("AWS_ACCESS_KEY_ID".into(), "GK000000000000000000000000".into()));
+    unknown.vars.push((
+        "AWS_ACCESS_KEY_ID".into(),
+        "GK000000000000000000000000".into(),
+    ));
     let out = unknown.run(&["snapshots"]).expect_code(1);
     assert!(out.stderr.contains("access denied"), "{}", out.stderr);
 }
@@ -73,5 +89,8 @@ fn new_data_goes_up_in_few_large_puts() {
     let puts = v["requests"]["put"].as_u64().unwrap();
     // 256 MiB of new data: 8 data packs, one tree pack, one index delta, one snapshot.
     assert!(puts <= 12, "{puts} PUTs for 256 MiB: {v}");
-    assert!(v["snapshot"]["summary"]["packs_uploaded"].as_u64().unwrap() <= 10, "{v}");
+    assert!(
+        v["snapshot"]["summary"]["packs_uploaded"].as_u64().unwrap() <= 10,
+        "{v}"
+    );
 }

@@ -124,6 +124,9 @@ fn path(g: &GlobalArgs, a: PathArgs) -> Result<i32> {
             }
         }
     }
-    let unreadable = s.warnings.iter().any(|w| !w.message.starts_with("changed while"));
+    let unreadable = s
+        .warnings
+        .iter()
+        .any(|w| !w.message.starts_with("changed while"));
     Ok(if unreadable { exit::PARTIAL } else { exit::OK })
 }

@@ -28,7 +28,12 @@ pub struct GlobalArgs {
 
     /// Object store client option KEY=VALUE (endpoint, region, allow_http,
     /// virtual_hosted_style_request, ...); repeatable
-    #[arg(short = 'o', long = "store-option", value_name = "KEY=VALUE", global = true)]
+    #[arg(
+        short = 'o',
+        long = "store-option",
+        value_name = "KEY=VALUE",
+        global = true
+    )]
     pub store_options: Vec<String>,
 
     /// Print machine-readable JSON on stdout
@@ -83,7 +88,11 @@ impl GlobalArgs {
         if let Some(path) = &self.key_file {
             return Secret::read_key_file(path).map_err(anyhow::Error::msg);
         }
-        password_from(("BALLAST_PASSWORD", "BALLAST_PASSWORD_FILE"), self.password_file.as_deref(), "repository password: ")
+        password_from(
+            ("BALLAST_PASSWORD", "BALLAST_PASSWORD_FILE"),
+            self.password_file.as_deref(),
+            "repository password: ",
+        )
     }
 
     pub fn open(&self) -> Result<Repository> {
@@ -101,11 +110,16 @@ impl GlobalArgs {
 /// A password from a file (named by a flag or its environment variable), an
 /// environment variable, or a prompt; `vars` names the password variable and the file
 /// variable.
-pub fn password_from(vars: (&str, &str), file: Option<&std::path::Path>, prompt: &str) -> Result<Secret> {
+pub fn password_from(
+    vars: (&str, &str),
+    file: Option<&std::path::Path>,
+    prompt: &str,
+) -> Result<Secret> {
     let (env, file_env) = vars;
     if let Some(path) = file {
         let text = Zeroizing::new(
-            std::fs::read_to_string(path).with_context(|| format!("cannot read the password file {}", path.display()))?,
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the password file {}", path.display()))?,
         );
         let line = text.lines().next().unwrap_or_default();
         if line.is_empty() {
@@ -119,7 +133,8 @@ pub fn password_from(vars: (&str, &str), file: Option<&std::path::Path>, prompt:
         }
     }
     if std::io::stdin().is_terminal() {
-        let p = rpassword::prompt_password(prompt).context("cannot read the password from the terminal")?;
+        let p = rpassword::prompt_password(prompt)
+            .context("cannot read the password from the terminal")?;
         return Ok(Secret::Password(Zeroizing::new(p)));
     }
     bail!("no password: set {env} or {file_env}, pass --key-file, or run on a terminal to be asked")
@@ -127,7 +142,10 @@ pub fn password_from(vars: (&str, &str), file: Option<&std::path::Path>, prompt:
 
 /// A new password (for `repo init`, `key add`, `key passwd`): asked twice on a terminal.
 pub fn new_password(vars: (&str, &str), file: Option<&std::path::Path>) -> Result<Secret> {
-    if std::env::var(vars.0).is_ok_and(|v| !v.is_empty()) || file.is_some() || !std::io::stdin().is_terminal() {
+    if std::env::var(vars.0).is_ok_and(|v| !v.is_empty())
+        || file.is_some()
+        || !std::io::stdin().is_terminal()
+    {
         return password_from(vars, file, "");
     }
     let a = Zeroizing::new(rpassword::prompt_password("new password: ")?);

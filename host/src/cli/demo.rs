@@ -12,12 +12,12 @@ use zeroize::Zeroizing;
 use super::context::GlobalArgs;
 use super::exit;
 use super::output::bytes;
+use crate::etcd::local::LocalEtcd;
 use crate::files::backup::{self, BackupOptions};
 use crate::files::{diff, restore};
 use crate::repo::check::{self, CheckOptions};
 use crate::repo::keys::Secret;
 use crate::repo::Repository;
-use crate::etcd::local::LocalEtcd;
 use crate::store::{Location, Store, StoreOptions};
 
 #[derive(Args)]
@@ -39,18 +39,30 @@ pub fn run(_g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
     let data = dir.join("data");
     let repo_dir = dir.join("repo");
     std::fs::create_dir_all(&repo_dir)?;
-    println!("1. sample data: {} of manifests, logs and binary files in {}", bytes(a.size_mib << 20), data.display());
+    println!(
+        "1. sample data: {} of manifests, logs and binary files in {}",
+        bytes(a.size_mib << 20),
+        data.display()
+    );
     make_sample(&data, a.size_mib << 20)?;
 
     let password = std::env::var("BALLAST_PASSWORD").unwrap_or_else(|_| "ballast-demo".into());
     let secret = Secret::Password(Zeroizing::new(password));
     let store = Store::connect(&Location::Local(repo_dir.clone()), &StoreOptions::default())?;
     let repo = Repository::init(store, &secret, "demo")?;
-    println!("2. repository {} created at {} (password from BALLAST_PASSWORD, else `ballast-demo`)", repo.config().id, repo_dir.display());
+    println!(
+        "2. repository {} created at {} (password from BALLAST_PASSWORD, else `ballast-demo`)",
+        repo.config().id,
+        repo_dir.display()
+    );
 
     demo_etcd(&repo, &dir)?;
 
-    let opts = BackupOptions { paths: vec![data.clone()], tags: vec!["demo".into()], ..Default::default() };
+    let opts = BackupOptions {
+        paths: vec![data.clone()],
+        tags: vec!["demo".into()],
+        ..Default::default()
+    };
     let first = backup::backup(&repo, &opts, &Default::default())?;
     let m = &first.snapshot.summary;
     println!(
@@ -62,7 +74,10 @@ pub fn run(_g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         m.seconds
     );
 
-    std::fs::write(data.join("manifests/added.yaml"), "apiVersion: v1\nkind: ConfigMap\n")?;
+    std::fs::write(
+        data.join("manifests/added.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\n",
+    )?;
     std::fs::remove_file(data.join("logs/app-0.log")).ok();
     let second = backup::backup(&repo, &opts, &Default::default())?;
     let m = &second.snapshot.summary;
@@ -80,17 +95,28 @@ pub fn run(_g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
         println!("     {} {}", c.change.sign(), c.path);
     }
 
-    let report = check::check(&repo, &CheckOptions { read_data: true }, &Default::default())?;
+    let report = check::check(
+        &repo,
+        &CheckOptions { read_data: true },
+        &Default::default(),
+    )?;
     if !report.ok() {
         bail!("check found problems: {:?}", report.problems);
     }
-    println!("7. check --read-data: {} packs, {} verified, no problems", report.packs, bytes(report.bytes_read));
+    println!(
+        "7. check --read-data: {} packs, {} verified, no problems",
+        report.packs,
+        bytes(report.bytes_read)
+    );
 
     let target = dir.join("restored");
     let r = restore::restore(
         &repo,
         &second.snapshot,
-        &restore::RestoreOptions { target: target.clone(), ..Default::default() },
+        &restore::RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        },
         &Default::default(),
     )?;
     let same = same_tree(&data, &target)?;
@@ -137,7 +163,8 @@ fn demo_etcd(repo: &Repository, dir: &Path) -> Result<()> {
     let taken = crate::etcd::snapshot::take(repo, &opts, vec!["demo".into()], &mut |_| {})?;
     let exported = dir.join("etcd-snapshot.db");
     std::fs::remove_file(&exported).ok();
-    let mut reader = crate::repo::stream::StreamReader::open(repo, &taken.snapshot, Some("etcd.db"))?;
+    let mut reader =
+        crate::repo::stream::StreamReader::open(repo, &taken.snapshot, Some("etcd.db"))?;
     std::io::copy(&mut reader, &mut std::fs::File::create(&exported)?)?;
     let status = crate::etcd::status::of_file(&exported)?;
     println!(
@@ -195,13 +222,19 @@ fn make_sample(root: &Path, size: u64) -> Result<()> {
     let mut i = 0;
     while written < size {
         let n = (size - written).min(8 << 20) as usize;
-        let mut buf: Vec<u8> = (0..n.div_ceil(8)).flat_map(|_| next().to_le_bytes()).collect();
+        let mut buf: Vec<u8> = (0..n.div_ceil(8))
+            .flat_map(|_| next().to_le_bytes())
+            .collect();
         buf.truncate(n);
         std::fs::write(root.join(format!("blobs/blob-{i}.bin")), &buf)?;
         written += buf.len() as u64;
         i += 1;
     }
-    std::fs::copy(root.join("blobs/blob-0.bin"), root.join("blobs/copy-of-blob-0.bin")).context("copying a sample file")?;
+    std::fs::copy(
+        root.join("blobs/blob-0.bin"),
+        root.join("blobs/copy-of-blob-0.bin"),
+    )
+    .context("copying a sample file")?;
     Ok(())
 }
 
@@ -209,8 +242,12 @@ fn make_sample(root: &Path, size: u64) -> Result<()> {
 fn same_tree(a: &Path, b: &Path) -> Result<bool> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        let mut ea: Vec<_> = std::fs::read_dir(a.join(&rel))?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
-        let mut eb: Vec<_> = std::fs::read_dir(b.join(&rel))?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+        let mut ea: Vec<_> = std::fs::read_dir(a.join(&rel))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        let mut eb: Vec<_> = std::fs::read_dir(b.join(&rel))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
         ea.sort();
         eb.sort();
         if ea != eb {

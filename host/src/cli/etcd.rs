@@ -44,7 +44,12 @@ pub struct StatusArgs {
 #[derive(Args)]
 pub struct ConnectArgs {
     /// Client endpoints, comma-separated
-    #[arg(long, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "ETCDCTL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
     endpoints: Vec<String>,
     /// CA certificate to verify the server (enables TLS)
     #[arg(long, env = "ETCDCTL_CACERT")]
@@ -138,7 +143,9 @@ fn take(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
     let repo = g.open()?;
     let opts = a.connect.options();
     let bar = output::bar(g.progress(), None, "{spinner} {msg}");
-    let taken = snapshot::take(&repo, &opts, a.tag, &mut |n| bar.set_message(format!("{} streamed", output::bytes(n))))?;
+    let taken = snapshot::take(&repo, &opts, a.tag, &mut |n| {
+        bar.set_message(format!("{} streamed", output::bytes(n)))
+    })?;
     bar.finish_and_clear();
     let s = &taken.snapshot;
     if g.json {
@@ -152,13 +159,25 @@ fn take(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
             "requests": repo.store().requests(),
         }))?;
     } else {
-        let mut t = output::table(&["endpoint", "member", "leader", "version", "db size", "raft index", "revision"]);
+        let mut t = output::table(&[
+            "endpoint",
+            "member",
+            "leader",
+            "version",
+            "db size",
+            "raft index",
+            "revision",
+        ]);
         for (e, r) in &taken.members {
             match r {
                 Ok(m) => t.add_row(vec![
                     e.clone(),
                     m.member_id.clone(),
-                    if m.is_leader { "yes".into() } else { "no".into() },
+                    if m.is_leader {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
                     m.version.clone(),
                     output::bytes(m.db_size.max(0) as u64),
                     m.raft_index.to_string(),
@@ -186,7 +205,11 @@ fn export(g: &GlobalArgs, a: ExportArgs) -> Result<i32> {
     let repo = g.open()?;
     let (id, snap) = records::find(&repo, &a.snapshot)?;
     if snap.source.kind != "etcd" {
-        anyhow::bail!("snapshot {} is a `{}` backup, not an etcd snapshot", id.short(), snap.source.kind);
+        anyhow::bail!(
+            "snapshot {} is a `{}` backup, not an etcd snapshot",
+            id.short(),
+            snap.source.kind
+        );
     }
     let mut reader = StreamReader::open(&repo, &snap, Some("etcd.db"))?;
     let mut file = std::fs::OpenOptions::new()
@@ -194,12 +217,18 @@ fn export(g: &GlobalArgs, a: ExportArgs) -> Result<i32> {
         .create_new(true)
         .open(&a.out)
         .with_context(|| format!("cannot create {} (it must not exist yet)", a.out.display()))?;
-    let n = std::io::copy(&mut reader, &mut file).with_context(|| format!("exporting snapshot {}", id.short()))?;
+    let n = std::io::copy(&mut reader, &mut file)
+        .with_context(|| format!("exporting snapshot {}", id.short()))?;
     file.sync_all()?;
     if g.json {
         output::json(&json!({ "snapshot_id": id.to_string(), "file": a.out, "bytes": n }))?;
     } else {
-        println!("wrote {} ({}) from snapshot {}", a.out.display(), output::bytes(n), id.short());
+        println!(
+            "wrote {} ({}) from snapshot {}",
+            a.out.display(),
+            output::bytes(n),
+            id.short()
+        );
     }
     Ok(exit::OK)
 }

@@ -62,7 +62,10 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
     }
     let group_by = GroupBy::parse(&a.group_by).map_err(anyhow::Error::msg)?;
     let repo = g.open()?;
-    let snaps: Vec<_> = snapshot::list(&repo)?.into_iter().filter(|(_, s)| a.filter.matches(s)).collect();
+    let snaps: Vec<_> = snapshot::list(&repo)?
+        .into_iter()
+        .filter(|(_, s)| a.filter.matches(s))
+        .collect();
     let decisions = decide(&policy, group_by, &snaps, &jiff::tz::TimeZone::system());
     let mut removed = 0;
     if !a.dry_run {
@@ -72,9 +75,15 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
             removed += 1;
         }
     }
-    let pruned = if a.prune && !a.dry_run { Some(prune::prune(&repo, &PruneOptions::default())?) } else { None };
+    let pruned = if a.prune && !a.dry_run {
+        Some(prune::prune(&repo, &PruneOptions::default())?)
+    } else {
+        None
+    };
     if g.json {
-        output::json(&serde_json::json!({ "dry_run": a.dry_run, "decisions": decisions, "prune": pruned }))?;
+        output::json(
+            &serde_json::json!({ "dry_run": a.dry_run, "decisions": decisions, "prune": pruned }),
+        )?;
     } else {
         let mut t = output::table(&["id", "time", "group", "action", "reasons"]);
         for d in &decisions {
@@ -83,7 +92,13 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
                 (false, true) => "would remove",
                 (false, false) => "removed",
             };
-            t.add_row(vec![d.id[..8].to_string(), output::short_time(&d.time), d.group.clone(), action.into(), d.reasons.join(",")]);
+            t.add_row(vec![
+                d.id[..8].to_string(),
+                output::short_time(&d.time),
+                d.group.clone(),
+                action.into(),
+                d.reasons.join(","),
+            ]);
         }
         println!("{t}");
         let n = decisions.iter().filter(|d| !d.keep).count();
@@ -94,7 +109,10 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
         }
     }
     if let (Some(r), false) = (&pruned, g.json) {
-        println!("prune: {} packs marked, {} deleted", r.packs_marked, r.packs_deleted);
+        println!(
+            "prune: {} packs marked, {} deleted",
+            r.packs_marked, r.packs_deleted
+        );
     }
     Ok(exit::OK)
 }

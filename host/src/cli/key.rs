@@ -60,7 +60,10 @@ pub fn run(g: &GlobalArgs, cmd: KeyCommand) -> Result<i32> {
                     t.add_row(vec![
                         if k.current { "*".into() } else { String::new() },
                         k.id,
-                        serde_json::to_value(k.record.kind)?.as_str().unwrap_or_default().to_string(),
+                        serde_json::to_value(k.record.kind)?
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
                         k.record.label,
                         k.record.username,
                         k.record.host,

@@ -83,7 +83,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }
@@ -120,9 +124,8 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
         if let Some(r) = cause.downcast_ref::<RepoError>() {
             return match r {
-                RepoError::NotARepository { .. } | RepoError::Store(StoreError::NoSuchDirectory { .. }) => {
-                    exit::NO_REPOSITORY
-                }
+                RepoError::NotARepository { .. }
+                | RepoError::Store(StoreError::NoSuchDirectory { .. }) => exit::NO_REPOSITORY,
                 RepoError::WrongSecret { .. } => exit::WRONG_PASSWORD,
                 _ => exit::FAILURE,
             };

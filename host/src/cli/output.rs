@@ -17,7 +17,11 @@ pub fn bytes(n: u64) -> String {
 pub fn table(header: &[&str]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header(header.iter().map(|h| comfy_table::Cell::new(h.to_uppercase())));
+    t.set_header(
+        header
+            .iter()
+            .map(|h| comfy_table::Cell::new(h.to_uppercase())),
+    );
     t
 }
 
@@ -43,11 +47,15 @@ pub fn bar(enabled: bool, total: Option<u64>, template: &str) -> ProgressBar {
         Some(t) => ProgressBar::new(t),
         None => ProgressBar::new_spinner(),
     };
-    pb.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    pb.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     pb.enable_steady_tick(Duration::from_millis(200));
     pb
 }
 
 pub fn short_time(t: &jiff::Timestamp) -> String {
-    t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string()
+    t.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }

@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::context::{new_password, GlobalArgs};
-use super::output::{self, bytes};
 use super::exit;
+use super::output::{self, bytes};
 use crate::repo::check::{self, CheckOptions};
 use crate::repo::keys::Secret;
 use crate::repo::prune::{self, PruneOptions};
@@ -73,7 +73,8 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> Result<i32> {
 fn init(g: &GlobalArgs, a: InitArgs) -> Result<i32> {
     let location = g.location()?;
     if let Location::Local(path) = &location {
-        std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
     }
     let options = StoreOptions::parse(&g.store_options).map_err(anyhow::Error::msg)?;
     let store = Store::connect(&location, &options)?;
@@ -85,7 +86,10 @@ fn init(g: &GlobalArgs, a: InitArgs) -> Result<i32> {
         }
         None => match &g.key_file {
             Some(path) => Secret::read_key_file(path).map_err(anyhow::Error::msg)?,
-            None => new_password(("BALLAST_PASSWORD", "BALLAST_PASSWORD_FILE"), g.password_file.as_deref())?,
+            None => new_password(
+                ("BALLAST_PASSWORD", "BALLAST_PASSWORD_FILE"),
+                g.password_file.as_deref(),
+            )?,
         },
     };
     let repo = Repository::init(store, &secret, &a.label)?;
@@ -107,7 +111,12 @@ pub fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("cannot create the key file {} (it must not exist yet)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create the key file {} (it must not exist yet)",
+                path.display()
+            )
+        })?;
     f.write_all(data)?;
     Ok(())
 }
@@ -116,8 +125,20 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
     let repo = g.open()?;
     let progress = check::Progress::default();
     let report = std::thread::scope(|s| {
-        let bar = output::bar(g.progress() && a.read_data, None, "{spinner} reading packs {msg}");
-        let work = s.spawn(|| check::check(&repo, &CheckOptions { read_data: a.read_data }, &progress));
+        let bar = output::bar(
+            g.progress() && a.read_data,
+            None,
+            "{spinner} reading packs {msg}",
+        );
+        let work = s.spawn(|| {
+            check::check(
+                &repo,
+                &CheckOptions {
+                    read_data: a.read_data,
+                },
+                &progress,
+            )
+        });
         while !work.is_finished() {
             bar.set_message(format!(
                 "{}/{}",
@@ -138,7 +159,11 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
             report.packs,
             report.index_files,
             report.blobs,
-            if a.read_data { format!(", {} read and verified", bytes(report.bytes_read)) } else { String::new() }
+            if a.read_data {
+                format!(", {} read and verified", bytes(report.bytes_read))
+            } else {
+                String::new()
+            }
         );
         if !report.unindexed_packs.is_empty() {
             println!(
@@ -160,7 +185,11 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
             println!("{} problems found", report.problems.len());
         }
     }
-    Ok(if report.ok() { exit::OK } else { exit::CHECK_FAILED })
+    Ok(if report.ok() {
+        exit::OK
+    } else {
+        exit::CHECK_FAILED
+    })
 }
 
 fn stats(g: &GlobalArgs) -> Result<i32> {
@@ -171,11 +200,20 @@ fn stats(g: &GlobalArgs) -> Result<i32> {
     } else {
         let mut t = output::table(&["", ""]);
         t.add_row(vec!["snapshots".into(), st.snapshots.to_string()]);
-        t.add_row(vec!["size of all snapshots".into(), bytes(st.snapshot_bytes)]);
-        t.add_row(vec!["unique data (before compression)".into(), bytes(st.raw_bytes)]);
+        t.add_row(vec![
+            "size of all snapshots".into(),
+            bytes(st.snapshot_bytes),
+        ]);
+        t.add_row(vec![
+            "unique data (before compression)".into(),
+            bytes(st.raw_bytes),
+        ]);
         t.add_row(vec!["stored in packs".into(), bytes(st.pack_bytes)]);
         t.add_row(vec!["packs".into(), st.packs.to_string()]);
-        t.add_row(vec!["blobs (data / tree)".into(), format!("{} / {}", st.data_blobs, st.tree_blobs)]);
+        t.add_row(vec![
+            "blobs (data / tree)".into(),
+            format!("{} / {}", st.data_blobs, st.tree_blobs),
+        ]);
         t.add_row(vec!["index files".into(), st.index_files.to_string()]);
         if st.pack_bytes > 0 {
             t.add_row(vec![
@@ -190,13 +228,20 @@ fn stats(g: &GlobalArgs) -> Result<i32> {
 
 fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
     let repo = g.open()?;
-    let opts = PruneOptions { grace: a.grace, max_unused: a.max_unused / 100.0, dry_run: a.dry_run };
+    let opts = PruneOptions {
+        grace: a.grace,
+        max_unused: a.max_unused / 100.0,
+        dry_run: a.dry_run,
+    };
     let r = prune::prune(&repo, &opts)?;
     if g.json {
         output::json(&r)?;
     } else {
         let would = if r.dry_run { "would be " } else { "" };
-        println!("{} snapshots reference {} blobs in {} packs", r.snapshots, r.referenced_blobs, r.packs);
+        println!(
+            "{} snapshots reference {} blobs in {} packs",
+            r.snapshots, r.referenced_blobs, r.packs
+        );
         println!(
             "deleted {} packs ({}) marked earlier; {} marked packs were referenced again and kept",
             r.packs_deleted,
@@ -211,9 +256,15 @@ fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
             humantime::format_duration(a.grace)
         );
         if r.packs_waiting > 0 {
-            println!("{} packs marked earlier wait for the grace period", r.packs_waiting);
+            println!(
+                "{} packs marked earlier wait for the grace period",
+                r.packs_waiting
+            );
         }
-        println!("index files: {} -> {}", r.index_files_before, r.index_files_after);
+        println!(
+            "index files: {} -> {}",
+            r.index_files_before, r.index_files_after
+        );
     }
     Ok(exit::OK)
 }
@@ -229,5 +280,9 @@ fn repair_index(g: &GlobalArgs) -> Result<i32> {
             println!("warning: pack {u}");
         }
     }
-    Ok(if unreadable.is_empty() { exit::OK } else { exit::FAILURE })
+    Ok(if unreadable.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
 }

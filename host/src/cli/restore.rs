@@ -31,10 +31,18 @@ pub struct RestoreArgs {
 pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
     let repo = g.open()?;
     let (id, snap) = snapshot::find(&repo, &a.snapshot)?;
-    let opts = RestoreOptions { target: a.target, include: a.include, threads: a.threads };
+    let opts = RestoreOptions {
+        target: a.target,
+        include: a.include,
+        threads: a.threads,
+    };
     let progress = Progress::default();
     let summary = std::thread::scope(|s| {
-        let bar = output::bar(g.progress(), Some(snap.summary.total_bytes.max(1)), "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}");
+        let bar = output::bar(
+            g.progress(),
+            Some(snap.summary.total_bytes.max(1)),
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        );
         let work = s.spawn(|| restore::restore(&repo, &snap, &opts, &progress));
         while !work.is_finished() {
             bar.set_length(progress.bytes_total.load(Ordering::Relaxed).max(1));
@@ -45,7 +53,9 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         work.join().expect("restore thread")
     })?;
     if g.json {
-        output::json(&json!({ "snapshot_id": id.to_string(), "summary": summary, "requests": repo.store().requests() }))?;
+        output::json(
+            &json!({ "snapshot_id": id.to_string(), "summary": summary, "requests": repo.store().requests() }),
+        )?;
     } else {
         println!(
             "restored snapshot {} into {}: {} files, {} directories, {} in {:.1}s ({} packs read)",
@@ -64,7 +74,10 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
     if summary.errors.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!("error: {} paths were not restored completely (see above)", summary.errors.len());
+        eprintln!(
+            "error: {} paths were not restored completely (see above)",
+            summary.errors.len()
+        );
         Ok(exit::FAILURE)
     }
 }

@@ -56,12 +56,20 @@ pub struct DiffArgs {
 
 pub fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
     let repo = g.open()?;
-    let list: Vec<_> = snapshot::list(&repo)?.into_iter().filter(|(_, s)| a.filter.matches(s)).collect();
+    let list: Vec<_> = snapshot::list(&repo)?
+        .into_iter()
+        .filter(|(_, s)| a.filter.matches(s))
+        .collect();
     if g.json {
-        let v: Vec<_> = list.iter().map(|(id, s)| json!({ "id": id.to_string(), "snapshot": s })).collect();
+        let v: Vec<_> = list
+            .iter()
+            .map(|(id, s)| json!({ "id": id.to_string(), "snapshot": s }))
+            .collect();
         return output::json(&v).map(|_| exit::OK);
     }
-    let mut t = output::table(&["id", "time", "host", "kind", "tags", "source", "size", "added"]);
+    let mut t = output::table(&[
+        "id", "time", "host", "kind", "tags", "source", "size", "added",
+    ]);
     for (id, s) in &list {
         t.add_row(vec![
             id.short(),
@@ -88,7 +96,15 @@ pub fn ls(g: &GlobalArgs, a: LsArgs) -> Result<i32> {
     }
     for e in entries {
         let target = e.target.map(|t| format!(" -> {t}")).unwrap_or_default();
-        println!("{} {:>5} {:>5} {:>10} {} {}{target}", e.mode, e.uid, e.gid, e.size, &e.mtime[..19.min(e.mtime.len())], e.path);
+        println!(
+            "{} {:>5} {:>5} {:>10} {} {}{target}",
+            e.mode,
+            e.uid,
+            e.gid,
+            e.size,
+            &e.mtime[..19.min(e.mtime.len())],
+            e.path
+        );
     }
     Ok(exit::OK)
 }
@@ -99,10 +115,17 @@ pub fn diff(g: &GlobalArgs, a: DiffArgs) -> Result<i32> {
     let (idb, sb) = snapshot::find(&repo, &a.b)?;
     let changes = treediff::diff(&repo, &sa.root, &sb.root)?;
     if g.json {
-        return output::json(&json!({ "from": ida.to_string(), "to": idb.to_string(), "changes": changes })).map(|_| exit::OK);
+        return output::json(
+            &json!({ "from": ida.to_string(), "to": idb.to_string(), "changes": changes }),
+        )
+        .map(|_| exit::OK);
     }
     for c in &changes {
-        let what = if c.what.is_empty() { String::new() } else { format!("  ({})", c.what.join(", ")) };
+        let what = if c.what.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", c.what.join(", "))
+        };
         println!("{} {}{what}", c.change.sign(), c.path);
     }
     let count = |k: treediff::Change| changes.iter().filter(|c| c.change == k).count();

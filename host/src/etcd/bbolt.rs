@@ -36,15 +36,21 @@ fn err<T>(msg: impl Into<String>) -> Result<T, BoltError> {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, BoltError> {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes(s.try_into().unwrap())).ok_or_else(|| BoltError("read past the end of a page".into()))
+    b.get(at..at + 2)
+        .map(|s| u16::from_le_bytes(s.try_into().unwrap()))
+        .ok_or_else(|| BoltError("read past the end of a page".into()))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, BoltError> {
-    b.get(at..at + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap())).ok_or_else(|| BoltError("read past the end of a page".into()))
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+        .ok_or_else(|| BoltError("read past the end of a page".into()))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Result<u64, BoltError> {
-    b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap())).ok_or_else(|| BoltError("read past the end of a page".into()))
+    b.get(at..at + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        .ok_or_else(|| BoltError("read past the end of a page".into()))
 }
 
 /// The meta page that describes the current state of the file.
@@ -67,7 +73,9 @@ fn fnv1a64(data: &[u8]) -> u64 {
 }
 
 fn parse_meta(file: &[u8], offset: usize) -> Result<Meta, BoltError> {
-    let page = file.get(offset..offset + PAGE_HEADER + 64).ok_or_else(|| BoltError("the file is shorter than its meta pages".into()))?;
+    let page = file
+        .get(offset..offset + PAGE_HEADER + 64)
+        .ok_or_else(|| BoltError("the file is shorter than its meta pages".into()))?;
     if u16_at(page, 8)? & META == 0 {
         return err("a meta page is not marked as one");
     }
@@ -81,7 +89,12 @@ fn parse_meta(file: &[u8], offset: usize) -> Result<Meta, BoltError> {
     if fnv1a64(&m[..56]) != u64_at(m, 56)? {
         return err("a meta page fails its checksum");
     }
-    Ok(Meta { page_size: u32_at(m, 8)? as usize, root: u64_at(m, 16)?, pgid: u64_at(m, 40)?, txid: u64_at(m, 48)? })
+    Ok(Meta {
+        page_size: u32_at(m, 8)? as usize,
+        root: u64_at(m, 16)?,
+        pgid: u64_at(m, 40)?,
+        txid: u64_at(m, 48)?,
+    })
 }
 
 /// A bbolt file held in memory (or mapped), read page by page.
@@ -103,7 +116,13 @@ impl<'a> Bolt<'a> {
         };
         let second = parse_meta(file, page_size);
         let meta = match (first, second) {
-            (Ok(a), Ok(b)) => if a.txid >= b.txid { a } else { b },
+            (Ok(a), Ok(b)) => {
+                if a.txid >= b.txid {
+                    a
+                } else {
+                    b
+                }
+            }
             (Ok(a), Err(_)) | (Err(_), Ok(a)) => a,
             (Err(e), Err(_)) => return Err(e),
         };
@@ -127,16 +146,24 @@ impl<'a> Bolt<'a> {
 
     fn page(&self, id: u64) -> Result<&'a [u8], BoltError> {
         if id < 2 || id >= self.meta.pgid {
-            return err(format!("page {id} is out of range (the database has {} pages)", self.meta.pgid));
+            return err(format!(
+                "page {id} is out of range (the database has {} pages)",
+                self.meta.pgid
+            ));
         }
         let start = id as usize * self.meta.page_size;
         let header = &self.file[start..start + PAGE_HEADER];
         if u64_at(header, 0)? != id {
-            return err(format!("page {id} carries the id {}: the file is damaged", u64_at(header, 0)?));
+            return err(format!(
+                "page {id} carries the id {}: the file is damaged",
+                u64_at(header, 0)?
+            ));
         }
         let overflow = u32_at(header, 12)? as usize;
         let end = start + (overflow + 1) * self.meta.page_size;
-        self.file.get(start..end).ok_or_else(|| BoltError(format!("page {id} runs past the end of the file")))
+        self.file
+            .get(start..end)
+            .ok_or_else(|| BoltError(format!("page {id} runs past the end of the file")))
     }
 
     /// Calls `visit(key, value, is_bucket)` for every entry of the B+tree rooted at
@@ -148,7 +175,9 @@ impl<'a> Bolt<'a> {
         depth: usize,
     ) -> Result<(), BoltError> {
         if depth > 64 {
-            return err("the tree is deeper than any real database: a page refers back to its parent");
+            return err(
+                "the tree is deeper than any real database: a page refers back to its parent",
+            );
         }
         let flags = u16_at(page, 8)?;
         let count = u16_at(page, 10)? as usize;
@@ -157,13 +186,28 @@ impl<'a> Bolt<'a> {
         for i in 0..count {
             let at = PAGE_HEADER + i * ELEMENT;
             let (key, value, bucket) = if flags & LEAF != 0 {
-                let (f, pos, ks, vs) = (u32_at(page, at)?, u32_at(page, at + 4)? as usize, u32_at(page, at + 8)? as usize, u32_at(page, at + 12)? as usize);
-                let k = page.get(at + pos..at + pos + ks).ok_or_else(|| BoltError(format!("page {page_id}: a key lies outside the page")))?;
-                let v = page.get(at + pos + ks..at + pos + ks + vs).ok_or_else(|| BoltError(format!("page {page_id}: a value lies outside the page")))?;
+                let (f, pos, ks, vs) = (
+                    u32_at(page, at)?,
+                    u32_at(page, at + 4)? as usize,
+                    u32_at(page, at + 8)? as usize,
+                    u32_at(page, at + 12)? as usize,
+                );
+                let k = page.get(at + pos..at + pos + ks).ok_or_else(|| {
+                    BoltError(format!("page {page_id}: a key lies outside the page"))
+                })?;
+                let v = page.get(at + pos + ks..at + pos + ks + vs).ok_or_else(|| {
+                    BoltError(format!("page {page_id}: a value lies outside the page"))
+                })?;
                 (k, v, f & BUCKET_LEAF != 0)
             } else if flags & BRANCH != 0 {
-                let (pos, ks, child) = (u32_at(page, at)? as usize, u32_at(page, at + 4)? as usize, u64_at(page, at + 8)?);
-                let k = page.get(at + pos..at + pos + ks).ok_or_else(|| BoltError(format!("page {page_id}: a key lies outside the page")))?;
+                let (pos, ks, child) = (
+                    u32_at(page, at)? as usize,
+                    u32_at(page, at + 4)? as usize,
+                    u64_at(page, at + 8)?,
+                );
+                let k = page.get(at + pos..at + pos + ks).ok_or_else(|| {
+                    BoltError(format!("page {page_id}: a key lies outside the page"))
+                })?;
                 if previous.is_some_and(|p| p > k) {
                     return err(format!("page {page_id}: keys out of order"));
                 }
@@ -171,7 +215,9 @@ impl<'a> Bolt<'a> {
                 self.walk(self.page(child)?, visit, depth + 1)?;
                 continue;
             } else {
-                return err(format!("page {page_id} is neither a branch nor a leaf (flags {flags:#x})"));
+                return err(format!(
+                    "page {page_id} is neither a branch nor a leaf (flags {flags:#x})"
+                ));
             };
             if previous.is_some_and(|p| p >= key) {
                 return err(format!("page {page_id}: keys out of order"));
@@ -185,32 +231,54 @@ impl<'a> Bolt<'a> {
     /// Every top-level bucket name, in order.
     pub fn buckets(&self) -> Result<Vec<&'a [u8]>, BoltError> {
         let mut out = Vec::new();
-        self.walk(self.page(self.meta.root)?, &mut |k, _, is_bucket| {
-            if is_bucket {
-                out.push(k);
-            }
-            Ok(())
-        }, 0)?;
+        self.walk(
+            self.page(self.meta.root)?,
+            &mut |k, _, is_bucket| {
+                if is_bucket {
+                    out.push(k);
+                }
+                Ok(())
+            },
+            0,
+        )?;
         Ok(out)
     }
 
     /// Calls `visit(key, value)` for every entry of a top-level bucket, in key order.
     /// Nested buckets show as entries with an empty value (as bbolt's ForEach does).
-    pub fn for_each(&self, bucket: &[u8], visit: &mut dyn FnMut(&'a [u8], &'a [u8])) -> Result<(), BoltError> {
+    pub fn for_each(
+        &self,
+        bucket: &[u8],
+        visit: &mut dyn FnMut(&'a [u8], &'a [u8]),
+    ) -> Result<(), BoltError> {
         let mut header: Option<&'a [u8]> = None;
-        self.walk(self.page(self.meta.root)?, &mut |k, v, is_bucket| {
-            if is_bucket && k == bucket {
-                header = Some(v);
-            }
-            Ok(())
-        }, 0)?;
-        let v = header.ok_or_else(|| BoltError(format!("no bucket `{}`", String::from_utf8_lossy(bucket))))?;
+        self.walk(
+            self.page(self.meta.root)?,
+            &mut |k, v, is_bucket| {
+                if is_bucket && k == bucket {
+                    header = Some(v);
+                }
+                Ok(())
+            },
+            0,
+        )?;
+        let v = header
+            .ok_or_else(|| BoltError(format!("no bucket `{}`", String::from_utf8_lossy(bucket))))?;
         let root = u64_at(v, 0)?;
-        let page = if root == 0 { v.get(16..).ok_or_else(|| BoltError("a short inline bucket".into()))? } else { self.page(root)? };
-        self.walk(page, &mut |k, v, is_bucket| {
-            visit(k, if is_bucket { &[] } else { v });
-            Ok(())
-        }, 0)
+        let page = if root == 0 {
+            v.get(16..)
+                .ok_or_else(|| BoltError("a short inline bucket".into()))?
+        } else {
+            self.page(root)?
+        };
+        self.walk(
+            page,
+            &mut |k, v, is_bucket| {
+                visit(k, if is_bucket { &[] } else { v });
+                Ok(())
+            },
+            0,
+        )
     }
 }
 

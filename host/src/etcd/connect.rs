@@ -18,7 +18,11 @@ pub enum EtcdError {
     #[error("etcd at {endpoint}: {detail}")]
     Request { endpoint: String, detail: String },
     #[error("the snapshot stream from {endpoint} broke after {bytes} bytes: {detail}; no snapshot was recorded")]
-    StreamBroken { endpoint: String, bytes: u64, detail: String },
+    StreamBroken {
+        endpoint: String,
+        bytes: u64,
+        detail: String,
+    },
     #[error("the snapshot from {endpoint} does not match the SHA-256 etcd sent with it; no snapshot was recorded")]
     Checksum { endpoint: String },
     #[error("{0}")]
@@ -28,7 +32,11 @@ pub enum EtcdError {
 /// What to check, from what went wrong.
 fn hint(detail: &str) -> &'static str {
     let d = detail.to_ascii_lowercase();
-    if d.contains("certificate") || d.contains("tls") || d.contains("handshake") || d.contains("unknownissuer") {
+    if d.contains("certificate")
+        || d.contains("tls")
+        || d.contains("handshake")
+        || d.contains("unknownissuer")
+    {
         "check --cacert, --cert and --key (ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY): the CA must have signed the server's certificate, and a server with client-cert-auth needs a client certificate"
     } else {
         "check --endpoints (ETCDCTL_ENDPOINTS) and that etcd is running"
@@ -70,7 +78,9 @@ impl EtcdOptions {
             o = o.with_user(user.clone(), pw.clone());
         }
         if self.cacert.is_some() || self.cert.is_some() {
-            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| EtcdError::Tls(format!("{}: {e}", p.display())));
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| EtcdError::Tls(format!("{}: {e}", p.display())))
+            };
             let mut tls = TlsOptions::new();
             if let Some(ca) = &self.cacert {
                 tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
@@ -101,7 +111,10 @@ impl EtcdOptions {
         let fut = Client::connect([self.url(endpoint)], Some(opts));
         match tokio::time::timeout(self.dial_timeout + Duration::from_secs(1), fut).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(EtcdError::Unreachable { endpoint: endpoint.into(), detail: describe(&e) }),
+            Ok(Err(e)) => Err(EtcdError::Unreachable {
+                endpoint: endpoint.into(),
+                detail: describe(&e),
+            }),
             Err(_) => Err(EtcdError::Unreachable {
                 endpoint: endpoint.into(),
                 detail: format!("no answer within {:?}", self.dial_timeout),
@@ -132,7 +145,10 @@ pub async fn survey(opts: &EtcdOptions) -> Vec<(String, Result<MemberStatus, Etc
             let mut c = opts.connect(ep).await?;
             let s = tokio::time::timeout(opts.command_timeout, c.status())
                 .await
-                .map_err(|_| EtcdError::Request { endpoint: ep.clone(), detail: "status timed out".into() })?
+                .map_err(|_| EtcdError::Request {
+                    endpoint: ep.clone(),
+                    detail: "status timed out".into(),
+                })?
                 .map_err(|e| request_error(ep, &e))?;
             let h = s.header().cloned();
             let member_id = h.as_ref().map(|h| h.member_id()).unwrap_or_default();
@@ -142,7 +158,10 @@ pub async fn survey(opts: &EtcdOptions) -> Vec<(String, Result<MemberStatus, Etc
                 db_size: s.db_size(),
                 leader: format!("{:x}", s.leader()),
                 member_id: format!("{member_id:x}"),
-                cluster_id: format!("{:x}", h.as_ref().map(|h| h.cluster_id()).unwrap_or_default()),
+                cluster_id: format!(
+                    "{:x}",
+                    h.as_ref().map(|h| h.cluster_id()).unwrap_or_default()
+                ),
                 raft_index: s.raft_index(),
                 revision: h.as_ref().map(|h| h.revision()).unwrap_or_default(),
                 is_leader: s.leader() == member_id,
@@ -156,7 +175,9 @@ pub async fn survey(opts: &EtcdOptions) -> Vec<(String, Result<MemberStatus, Etc
 
 /// The member to take a snapshot from: a healthy one, a follower when there is one
 /// (a snapshot costs its member disk and network; the leader has enough to do).
-pub fn choose(survey: &[(String, Result<MemberStatus, EtcdError>)]) -> Result<MemberStatus, EtcdError> {
+pub fn choose(
+    survey: &[(String, Result<MemberStatus, EtcdError>)],
+) -> Result<MemberStatus, EtcdError> {
     let healthy: Vec<&MemberStatus> = survey.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
     healthy
         .iter()
@@ -164,7 +185,10 @@ pub fn choose(survey: &[(String, Result<MemberStatus, EtcdError>)]) -> Result<Me
         .or_else(|| healthy.first())
         .map(|m| (*m).clone())
         .ok_or_else(|| {
-            let why: Vec<String> = survey.iter().filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string())).collect();
+            let why: Vec<String> = survey
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
+                .collect();
             EtcdError::NoneHealthy(why.join("; "))
         })
 }
@@ -174,7 +198,11 @@ pub fn describe(e: &etcd_client::Error) -> String {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
             let msg = s.message();
-            if msg.is_empty() { format!("{:?}", s.code()) } else { format!("{:?}: {msg}", s.code()) }
+            if msg.is_empty() {
+                format!("{:?}", s.code())
+            } else {
+                format!("{:?}: {msg}", s.code())
+            }
         }
         other => other.to_string(),
     }
@@ -188,8 +216,14 @@ fn request_error(endpoint: &str, e: &etcd_client::Error) -> EtcdError {
     let unavailable = matches!(e, etcd_client::Error::GRpcStatus(s) if format!("{:?}", s.code()) == "Unavailable")
         || matches!(e, etcd_client::Error::TransportError(_));
     if unavailable {
-        EtcdError::Unreachable { endpoint: endpoint.into(), detail }
+        EtcdError::Unreachable {
+            endpoint: endpoint.into(),
+            detail,
+        }
     } else {
-        EtcdError::Request { endpoint: endpoint.into(), detail }
+        EtcdError::Request {
+            endpoint: endpoint.into(),
+            detail,
+        }
     }
 }

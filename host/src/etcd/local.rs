@@ -26,11 +26,23 @@ impl LocalEtcd {
         let spawned = Command::new("etcd")
             .args(["--name", "demo", "--data-dir"])
             .arg(dir.join("data"))
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &format!("demo=http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("demo=http://127.0.0.1:{peer}"),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -40,11 +52,17 @@ impl LocalEtcd {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let etcd = LocalEtcd { endpoint: format!("127.0.0.1:{client}"), child };
+        let etcd = LocalEtcd {
+            endpoint: format!("127.0.0.1:{client}"),
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
             if Instant::now() > deadline {
-                return Err(std::io::Error::other(format!("etcd did not start; see {}", dir.join("etcd.log").display())));
+                return Err(std::io::Error::other(format!(
+                    "etcd did not start; see {}",
+                    dir.join("etcd.log").display()
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -52,7 +70,10 @@ impl LocalEtcd {
     }
 
     pub fn options(&self) -> EtcdOptions {
-        EtcdOptions { endpoints: vec![self.endpoint.clone()], ..Default::default() }
+        EtcdOptions {
+            endpoints: vec![self.endpoint.clone()],
+            ..Default::default()
+        }
     }
 }
 

@@ -50,7 +50,9 @@ impl Read for SnapshotRead<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
             let (timeout, stream) = (self.timeout, &mut self.stream);
-            let next = self.store.block_on(async move { tokio::time::timeout(timeout, stream.message()).await });
+            let next = self
+                .store
+                .block_on(async move { tokio::time::timeout(timeout, stream.message()).await });
             match next {
                 Ok(Ok(Some(msg))) => {
                     self.buf = msg.blob().to_vec();
@@ -89,17 +91,22 @@ pub struct Taken {
 }
 
 /// Takes a snapshot from the best member and records it in the repository.
-pub fn take(repo: &Repository, opts: &EtcdOptions, tags: Vec<String>, on_progress: &mut dyn FnMut(u64)) -> Result<Taken, EtcdError> {
+pub fn take(
+    repo: &Repository,
+    opts: &EtcdOptions,
+    tags: Vec<String>,
+    on_progress: &mut dyn FnMut(u64),
+) -> Result<Taken, EtcdError> {
     let store = repo.store();
     let members = store.block_on(survey(opts));
     let source = choose(&members)?;
     let endpoint = source.endpoint.clone();
     let stream = store.block_on(async {
         let mut client = opts.connect(&endpoint).await?;
-        client
-            .snapshot()
-            .await
-            .map_err(|e| EtcdError::Request { endpoint: endpoint.clone(), detail: describe(&e) })
+        client.snapshot().await.map_err(|e| EtcdError::Request {
+            endpoint: endpoint.clone(),
+            detail: describe(&e),
+        })
     })?;
     // A snapshot of a large database takes a while to start and to stream; the
     // command timeout applies to each gap between messages, not to the whole stream.
@@ -117,12 +124,20 @@ pub fn take(repo: &Repository, opts: &EtcdOptions, tags: Vec<String>, on_progres
     let spec = StreamBackup {
         name: "etcd.db".into(),
         chunking: StreamKind::Bbolt,
-        source: Source { kind: "etcd".into(), paths: vec![endpoint.clone()], meta: Default::default() },
+        source: Source {
+            kind: "etcd".into(),
+            paths: vec![endpoint.clone()],
+            meta: Default::default(),
+        },
         tags,
     };
     let written = stream::write(repo, &mut reader, spec, on_progress);
     if let Some(detail) = reader.error.take() {
-        return Err(EtcdError::StreamBroken { endpoint, bytes: reader.bytes, detail });
+        return Err(EtcdError::StreamBroken {
+            endpoint,
+            bytes: reader.bytes,
+            detail,
+        });
     }
     let mut result = written?;
     if !reader.checksum_ok() {
@@ -145,7 +160,10 @@ pub fn take(repo: &Repository, opts: &EtcdOptions, tags: Vec<String>, on_progres
     Ok(Taken {
         id,
         snapshot: result.snapshot,
-        members: members.into_iter().map(|(e, r)| (e, r.map_err(|e| e.to_string()))).collect(),
+        members: members
+            .into_iter()
+            .map(|(e, r)| (e, r.map_err(|e| e.to_string())))
+            .collect(),
         source,
     })
 }

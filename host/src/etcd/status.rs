@@ -29,7 +29,10 @@ pub struct Status {
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a usable etcd snapshot: {source}")]
     Bolt { path: String, source: BoltError },
     #[error("{path}: the SHA-256 at the end of the snapshot does not match its content: the file is damaged (a changed or missing byte)")]
@@ -44,14 +47,22 @@ pub fn has_checksum(len: u64) -> bool {
 /// Status of a snapshot file, read through a memory map (no copy of the database).
 pub fn of_file(path: &Path) -> Result<Status, StatusError> {
     let shown = path.display().to_string();
-    let io = |source| StatusError::Io { path: shown.clone(), source };
+    let io = |source| StatusError::Io {
+        path: shown.clone(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: the map is read-only and private to this call; a file truncated under
     // us could fault, which is the same risk every reader of a mapped file takes.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
     of_bytes(&map).map_err(|e| match e {
-        Inner::Bolt(source) => StatusError::Bolt { path: shown.clone(), source },
-        Inner::Checksum => StatusError::ChecksumMismatch { path: shown.clone() },
+        Inner::Bolt(source) => StatusError::Bolt {
+            path: shown.clone(),
+            source,
+        },
+        Inner::Checksum => StatusError::ChecksumMismatch {
+            path: shown.clone(),
+        },
     })
 }
 
@@ -87,5 +98,11 @@ fn of_bytes(data: &[u8]) -> Result<Status, Inner> {
         })
         .map_err(Inner::Bolt)?;
     }
-    Ok(Status { hash, revision, total_keys, total_size: bolt.size(), sha256_verified: verified })
+    Ok(Status {
+        hash,
+        revision,
+        total_keys,
+        total_size: bolt.size(),
+        sha256_verified: verified,
+    })
 }

@@ -65,7 +65,11 @@ pub struct BackupOutcome {
 }
 
 enum FileResult {
-    Stored { content: Vec<BlobId>, size: u64, warning: Option<String> },
+    Stored {
+        content: Vec<BlobId>,
+        size: u64,
+        warning: Option<String>,
+    },
     Skipped(String),
 }
 
@@ -94,7 +98,10 @@ impl Walk<'_> {
     fn warn(&mut self, path: &Path, message: impl Into<String>) {
         let message = message.into();
         tracing::warn!("{}: {message}", path.display());
-        self.counts.warnings.push(Warning { path: path.display().to_string(), message });
+        self.counts.warnings.push(Warning {
+            path: path.display().to_string(),
+            message,
+        });
     }
 
     fn load_parent(&self, id: Option<&BlobId>) -> Option<Tree> {
@@ -102,7 +109,10 @@ impl Walk<'_> {
         match Tree::load(self.repo, self.trees, id) {
             Ok(t) => Some(t),
             Err(e) => {
-                tracing::warn!("parent tree {} unreadable, reading files afresh: {e}", id.short());
+                tracing::warn!(
+                    "parent tree {} unreadable, reading files afresh: {e}",
+                    id.short()
+                );
                 None
             }
         }
@@ -110,7 +120,12 @@ impl Walk<'_> {
 
     /// Builds the node for one path; `None` if it is excluded or vanished. A file to
     /// read, or a directory not saved yet, comes back as pending work.
-    fn entry(&mut self, path: &Path, name: &[u8], parent: Option<&Node>) -> Result<Option<(Node, Pending)>> {
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        parent: Option<&Node>,
+    ) -> Result<Option<(Node, Pending)>> {
         if self.excludes.matches(path) {
             return Ok(None);
         }
@@ -140,7 +155,9 @@ impl Walk<'_> {
             NodeKind::File => {
                 self.counts.files += 1;
                 self.counts.total_bytes += node.size;
-                self.progress.bytes_seen.fetch_add(node.size, Ordering::Relaxed);
+                self.progress
+                    .bytes_seen
+                    .fetch_add(node.size, Ordering::Relaxed);
                 match parent {
                     Some(p) if !self.force_reread && metadata::unchanged(p, &node) => {
                         node.content = p.content.clone();
@@ -155,8 +172,14 @@ impl Walk<'_> {
                         }
                         let (tx, rx) = bounded(1);
                         self.jobs
-                            .send(ReadJob { path: path.to_path_buf(), before: meta, reply: tx })
-                            .map_err(|_| self.saver.check().err().unwrap_or(RepoError::Interrupted))?;
+                            .send(ReadJob {
+                                path: path.to_path_buf(),
+                                before: meta,
+                                reply: tx,
+                            })
+                            .map_err(|_| {
+                                self.saver.check().err().unwrap_or(RepoError::Interrupted)
+                            })?;
                         self.outstanding += 1;
                         pending = Pending::File(rx);
                     }
@@ -202,15 +225,26 @@ impl Walk<'_> {
 
     /// Waits for everything a pending directory waits for, then saves its tree.
     fn finish(&mut self, p: PendingDir) -> Result<BlobId> {
-        let PendingDir { mut nodes, files, dirs } = p;
+        let PendingDir {
+            mut nodes,
+            files,
+            dirs,
+        } = p;
         for (i, sub) in dirs {
             nodes[i].subtree = Some(self.finish(sub)?);
         }
         let mut dropped = Vec::new();
         for (i, path, rx) in files {
             self.outstanding -= 1;
-            match rx.recv().map_err(|_| self.saver.check().err().unwrap_or(RepoError::Interrupted))?? {
-                FileResult::Stored { content, size, warning } => {
+            match rx
+                .recv()
+                .map_err(|_| self.saver.check().err().unwrap_or(RepoError::Interrupted))??
+            {
+                FileResult::Stored {
+                    content,
+                    size,
+                    warning,
+                } => {
                     nodes[i].content = content;
                     nodes[i].size = size;
                     if let Some(w) = warning {
@@ -295,7 +329,9 @@ fn read_file(
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(FileResult::Skipped("vanished before it could be read".into()))
+            return Ok(FileResult::Skipped(
+                "vanished before it could be read".into(),
+            ))
         }
         Err(e) => return Ok(FileResult::Skipped(format!("cannot open: {e}"))),
     };
@@ -314,7 +350,9 @@ fn read_file(
             }
         };
         size += chunk.len() as u64;
-        progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes_read
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         match saver.save_slice(BlobKind::Data, chunk) {
             Ok(id) => content.push(id),
             Err(e) => {
@@ -341,10 +379,19 @@ fn read_file(
         }
         Ok(_) => None,
     };
-    Ok(FileResult::Stored { content, size, warning })
+    Ok(FileResult::Stored {
+        content,
+        size,
+        warning,
+    })
 }
 
-fn reader_loop(saver: &Saver, params: &chunker::Params, jobs: Receiver<ReadJob>, progress: &Progress) {
+fn reader_loop(
+    saver: &Saver,
+    params: &chunker::Params,
+    jobs: Receiver<ReadJob>,
+    progress: &Progress,
+) {
     let mut buf = Vec::new();
     for job in jobs {
         let r = if saver.check().is_err() {
@@ -356,7 +403,12 @@ fn reader_loop(saver: &Saver, params: &chunker::Params, jobs: Receiver<ReadJob>,
     }
 }
 
-fn choose_parent(repo: &Repository, opts: &BackupOptions, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+fn choose_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
     match &opts.parent {
         Parent::None => Ok(None),
         Parent::Id(spec) => snapshot::find(repo, spec).map(Some),
@@ -368,7 +420,11 @@ fn choose_parent(repo: &Repository, opts: &BackupOptions, host: &str, paths: &[S
 }
 
 /// Backs up the given paths and writes the snapshot record.
-pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
     let started = std::time::Instant::now();
     if opts.paths.is_empty() {
         return Err(RepoError::Invalid("no path to back up".into()));
@@ -379,7 +435,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
         fs::symlink_metadata(&abs).map_err(|e| RepoError::io(&abs, e))?;
         paths.push(abs);
     }
-    let mut basenames: Vec<&[u8]> = paths.iter().map(|p| p.file_name().map(|n| n.as_bytes()).unwrap_or(b"root")).collect();
+    let mut basenames: Vec<&[u8]> = paths
+        .iter()
+        .map(|p| p.file_name().map(|n| n.as_bytes()).unwrap_or(b"root"))
+        .collect();
     basenames.sort();
     if paths.len() > 1 && basenames.windows(2).any(|w| w[0] == w[1]) {
         return Err(RepoError::Invalid(
@@ -397,12 +456,19 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
     // One more reader than cores: a reader waiting on the disk or on a full encoder
     // queue leaves its core to another.
     let readers = if opts.readers == 0 {
-        (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) + 1).clamp(3, 9)
+        (std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            + 1)
+        .clamp(3, 9)
     } else {
         opts.readers
     };
     let (job_tx, job_rx) = bounded::<ReadJob>(readers * 4);
-    let root_devices = paths.iter().filter_map(|p| fs::metadata(p).ok().map(|m| m.dev())).collect();
+    let root_devices = paths
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok().map(|m| m.dev()))
+        .collect();
 
     let walked = std::thread::scope(|scope| {
         for i in 0..readers {
@@ -426,7 +492,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
             counts: Counts::default(),
             outstanding: 0,
         };
-        let parent_root = parent.as_ref().and_then(|(_, s)| walk.load_parent(Some(&s.root)));
+        let parent_root = parent
+            .as_ref()
+            .and_then(|(_, s)| walk.load_parent(Some(&s.root)));
         let root = (|| {
             if paths.len() == 1 && fs::metadata(&paths[0]).map(|m| m.is_dir()).unwrap_or(false) {
                 return match walk.dir(&paths[0], parent_root.as_ref())? {
@@ -437,7 +505,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
             // Several paths (or one file): the root lists each by its final name.
             let mut root = PendingDir::default();
             for p in &paths {
-                let name = p.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"root".to_vec());
+                let name = p
+                    .file_name()
+                    .map(|n| n.as_bytes().to_vec())
+                    .unwrap_or_else(|| b"root".to_vec());
                 let pnode = parent_root.as_ref().and_then(|t| t.find(&name));
                 if let Some((node, pending)) = walk.entry(p, &name, pnode)? {
                     root.add(node, p.clone(), pending);
@@ -451,7 +522,14 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> R
     let (root, walk) = walked?;
     let stats = saver.finish()?;
 
-    let mut snap = Snapshot::new(Source { kind: "path".into(), paths: path_strings, meta: Default::default() }, root);
+    let mut snap = Snapshot::new(
+        Source {
+            kind: "path".into(),
+            paths: path_strings,
+            meta: Default::default(),
+        },
+        root,
+    );
     snap.host = host;
     snap.tags = opts.tags.clone();
     snap.parent = parent.map(|(id, _)| id);
@@ -478,11 +556,19 @@ mod tests {
     use super::*;
 
     fn saver() -> Saver {
-        Saver::start(&Repository::in_memory_for_tests(), Default::default(), vec![])
+        Saver::start(
+            &Repository::in_memory_for_tests(),
+            Default::default(),
+            vec![],
+        )
     }
 
     fn job(path: &Path) -> ReadJob {
-        ReadJob { path: path.to_path_buf(), before: fs::symlink_metadata(path).unwrap(), reply: bounded(1).0 }
+        ReadJob {
+            path: path.to_path_buf(),
+            before: fs::symlink_metadata(path).unwrap(),
+            reply: bounded(1).0,
+        }
     }
 
     #[test]
@@ -492,7 +578,15 @@ mod tests {
         fs::write(&p, b"data").unwrap();
         let j = job(&p);
         fs::remove_file(&p).unwrap();
-        match read_file(&saver(), &chunker::Params::new(StreamKind::Files, 0), &mut Vec::new(), &j, &Progress::default()).unwrap() {
+        match read_file(
+            &saver(),
+            &chunker::Params::new(StreamKind::Files, 0),
+            &mut Vec::new(),
+            &j,
+            &Progress::default(),
+        )
+        .unwrap()
+        {
             FileResult::Skipped(why) => assert!(why.contains("vanished"), "{why}"),
             FileResult::Stored { .. } => panic!("a vanished file cannot be stored"),
         }
@@ -505,8 +599,20 @@ mod tests {
         fs::write(&p, b"0123456789").unwrap();
         let j = job(&p);
         fs::write(&p, b"0123456789 and more written later").unwrap();
-        match read_file(&saver(), &chunker::Params::new(StreamKind::Files, 0), &mut Vec::new(), &j, &Progress::default()).unwrap() {
-            FileResult::Stored { size, warning, content } => {
+        match read_file(
+            &saver(),
+            &chunker::Params::new(StreamKind::Files, 0),
+            &mut Vec::new(),
+            &j,
+            &Progress::default(),
+        )
+        .unwrap()
+        {
+            FileResult::Stored {
+                size,
+                warning,
+                content,
+            } => {
                 assert_eq!(size, 10, "only the listed size is read");
                 assert_eq!(content.len(), 1);
                 assert!(warning.unwrap().contains("changed while it was being read"));

@@ -43,7 +43,9 @@ pub fn diff(repo: &Repository, a: &BlobId, b: &BlobId) -> Result<Vec<DiffEntry>>
 }
 
 fn load(repo: &Repository, trees: &Locations, id: Option<&BlobId>) -> Result<Tree> {
-    id.map(|id| Tree::load(repo, trees, id)).transpose().map(Option::unwrap_or_default)
+    id.map(|id| Tree::load(repo, trees, id))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 fn compare(
@@ -59,7 +61,13 @@ fn compare(
     }
     let (ta, tb) = (load(repo, trees, a)?, load(repo, trees, b)?);
     let (mut i, mut j) = (0, 0);
-    let path_of = |n: &Node| if prefix.is_empty() { n.name_lossy() } else { format!("{prefix}/{}", n.name_lossy()) };
+    let path_of = |n: &Node| {
+        if prefix.is_empty() {
+            n.name_lossy()
+        } else {
+            format!("{prefix}/{}", n.name_lossy())
+        }
+    };
     while i < ta.nodes.len() || j < tb.nodes.len() {
         let order = match (ta.nodes.get(i), tb.nodes.get(j)) {
             (Some(x), Some(y)) => x.name.cmp(&y.name),
@@ -69,13 +77,21 @@ fn compare(
         match order {
             std::cmp::Ordering::Less => {
                 let n = &ta.nodes[i];
-                out.push(DiffEntry { change: Change::Removed, path: path_of(n), what: vec![] });
+                out.push(DiffEntry {
+                    change: Change::Removed,
+                    path: path_of(n),
+                    what: vec![],
+                });
                 compare(repo, trees, n.subtree.as_ref(), None, &path_of(n), out)?;
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
                 let n = &tb.nodes[j];
-                out.push(DiffEntry { change: Change::Added, path: path_of(n), what: vec![] });
+                out.push(DiffEntry {
+                    change: Change::Added,
+                    path: path_of(n),
+                    what: vec![],
+                });
                 compare(repo, trees, None, n.subtree.as_ref(), &path_of(n), out)?;
                 j += 1;
             }
@@ -88,14 +104,28 @@ fn compare(
                     what.push("content");
                 }
                 if x.kind != NodeKind::Dir
-                    && (x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || x.mtime_ns != y.mtime_ns)
+                    && (x.mode != y.mode
+                        || x.uid != y.uid
+                        || x.gid != y.gid
+                        || x.mtime_ns != y.mtime_ns)
                 {
                     what.push("metadata");
                 }
                 if !what.is_empty() {
-                    out.push(DiffEntry { change: Change::Modified, path: path_of(x), what });
+                    out.push(DiffEntry {
+                        change: Change::Modified,
+                        path: path_of(x),
+                        what,
+                    });
                 }
-                compare(repo, trees, x.subtree.as_ref(), y.subtree.as_ref(), &path_of(x), out)?;
+                compare(
+                    repo,
+                    trees,
+                    x.subtree.as_ref(),
+                    y.subtree.as_ref(),
+                    &path_of(x),
+                    out,
+                )?;
                 i += 1;
                 j += 1;
             }

@@ -24,7 +24,10 @@ impl Excludes {
             }
         }
         let build = |b: GlobSetBuilder| b.build().map_err(|e| format!("exclude patterns: {e}"));
-        Ok(Excludes { by_path: build(by_path)?, by_name: build(by_name)? })
+        Ok(Excludes {
+            by_path: build(by_path)?,
+            by_name: build(by_name)?,
+        })
     }
 
     pub fn matches(&self, path: &Path) -> bool {
@@ -43,6 +46,8 @@ mod tests {
         assert!(!e.matches(Path::new("/x/y/file.txt")));
         assert!(e.matches(Path::new("/data/cache/a/b")));
         assert!(!e.matches(Path::new("/data/keep/a")));
-        assert!(Excludes::new(&["[".into()]).unwrap_err().contains("exclude pattern `[`"));
+        assert!(Excludes::new(&["[".into()])
+            .unwrap_err()
+            .contains("exclude pattern `[`"));
     }
 }

@@ -62,7 +62,9 @@ pub fn mode_string(n: &Node) -> String {
 }
 
 fn entry(path: &str, n: &Node) -> Entry {
-    let mtime = jiff::Timestamp::from_nanosecond(n.mtime_ns as i128).map(|t| t.to_string()).unwrap_or_default();
+    let mtime = jiff::Timestamp::from_nanosecond(n.mtime_ns as i128)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
     Entry {
         path: path.to_string(),
         kind: kind_name(n.kind),
@@ -71,7 +73,10 @@ fn entry(path: &str, n: &Node) -> Entry {
         gid: n.gid,
         size: n.size,
         mtime,
-        target: n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+        target: n
+            .target
+            .as_ref()
+            .map(|t| String::from_utf8_lossy(t).into_owned()),
     }
 }
 
@@ -88,7 +93,11 @@ pub fn list(repo: &Repository, snapshot: &Snapshot, under: &str) -> Result<Vec<E
             let node = t
                 .find(part.as_bytes())
                 .ok_or_else(|| RepoError::Invalid(format!("`{under}` is not in the snapshot")))?;
-            prefix = if prefix.is_empty() { part.to_string() } else { format!("{prefix}/{part}") };
+            prefix = if prefix.is_empty() {
+                part.to_string()
+            } else {
+                format!("{prefix}/{part}")
+            };
             match node.subtree {
                 Some(sub) => root = sub,
                 None => return Ok(vec![entry(&prefix, node)]),
@@ -96,7 +105,11 @@ pub fn list(repo: &Repository, snapshot: &Snapshot, under: &str) -> Result<Vec<E
         }
     }
     tree::walk(repo, &trees, &root, &mut |path, node| {
-        let full = if prefix.is_empty() { path.to_string() } else { format!("{prefix}/{path}") };
+        let full = if prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{prefix}/{path}")
+        };
         out.push(entry(&full, node));
         Ok(())
     })?;

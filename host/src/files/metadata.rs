@@ -50,7 +50,8 @@ pub fn unchanged(parent: &Node, now: &Node) -> bool {
 }
 
 fn cpath(p: &Path) -> std::io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("path contains a NUL byte"))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path contains a NUL byte"))
 }
 
 fn running_as_root() -> bool {
@@ -86,7 +87,11 @@ pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
         // SAFETY: c is a valid NUL-terminated path.
         NodeKind::Fifo => unsafe { libc::mkfifo(c.as_ptr(), node.mode & 0o7777) },
         NodeKind::CharDevice | NodeKind::BlockDevice => unsafe {
-            libc::mknod(c.as_ptr(), node.mode as libc::mode_t, node.rdev as libc::dev_t)
+            libc::mknod(
+                c.as_ptr(),
+                node.mode as libc::mode_t,
+                node.rdev as libc::dev_t,
+            )
         },
         _ => return Ok(()),
     };

@@ -67,7 +67,9 @@ fn include_set(patterns: &[String]) -> Result<Option<GlobSet>> {
         let p = p.trim_start_matches('/');
         b.add(Glob::new(p).map_err(|e| RepoError::Invalid(format!("include pattern `{p}`: {e}")))?);
     }
-    Ok(Some(b.build().map_err(|e| RepoError::Invalid(e.to_string()))?))
+    Ok(Some(
+        b.build().map_err(|e| RepoError::Invalid(e.to_string()))?,
+    ))
 }
 
 /// Whether `path` or one of its ancestors matches.
@@ -84,7 +86,12 @@ fn selected(set: &GlobSet, path: &str) -> bool {
     }
 }
 
-pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreSummary> {
+pub fn restore(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreSummary> {
     let started = std::time::Instant::now();
     let include = include_set(&opts.include)?;
     let locations = tree::locations_for(repo, &[snapshot.root])?;
@@ -115,7 +122,10 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
         }
     };
     if include.is_some() && keep.is_empty() {
-        return Err(RepoError::Invalid(format!("no path in the snapshot matches {:?}", opts.include)));
+        return Err(RepoError::Invalid(format!(
+            "no path in the snapshot matches {:?}",
+            opts.include
+        )));
     }
     fs::create_dir_all(&opts.target).map_err(|e| RepoError::io(&opts.target, e))?;
     let mut items = Vec::new();
@@ -134,14 +144,21 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
                 }
             }
         }
-        items.push(Item { path, node, link_to });
+        items.push(Item {
+            path,
+            node,
+            link_to,
+        });
     }
 
     // 2. Directories and empty files of the right size.
     let mut summary = RestoreSummary::default();
     let errors = Mutex::new(Vec::new());
     let fail = |path: &Path, message: String| {
-        errors.lock().unwrap().push(Warning { path: path.display().to_string(), message })
+        errors.lock().unwrap().push(Warning {
+            path: path.display().to_string(),
+            message,
+        })
     };
     let mut destinations: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
@@ -160,7 +177,15 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
                 let mut offset = 0u64;
                 for id in &item.node.content {
                     let Some(loc) = locations.get(id) else {
-                        fail(&item.path, format!("incomplete: {}", RepoError::BlobNotIndexed { blob: id.to_string() }));
+                        fail(
+                            &item.path,
+                            format!(
+                                "incomplete: {}",
+                                RepoError::BlobNotIndexed {
+                                    blob: id.to_string()
+                                }
+                            ),
+                        );
                         break;
                     };
                     destinations.entry(*id).or_default().push((i, offset));
@@ -185,7 +210,10 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
     // 3. Read each pack once and put every blob where it belongs.
     let mut by_pack: HashMap<u32, Vec<BlobId>> = HashMap::new();
     for id in destinations.keys() {
-        by_pack.entry(locations.get(id).expect("checked above").pack).or_default().push(*id);
+        by_pack
+            .entry(locations.get(id).expect("checked above").pack)
+            .or_default()
+            .push(*id);
     }
     let packs: Mutex<Vec<(u32, Vec<BlobId>)>> = Mutex::new(by_pack.into_iter().collect());
     summary.packs_read = packs.lock().unwrap().len() as u64;
@@ -193,9 +221,23 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
-                let Some((pack_no, blobs)) = packs.lock().unwrap().pop() else { return };
-                let affected: Vec<usize> = blobs.iter().flat_map(|b| destinations[b].iter().map(|(i, _)| *i)).collect();
-                if let Err(e) = restore_pack(repo, &locations, pack_no, blobs, &destinations, &items, progress, &fail) {
+                let Some((pack_no, blobs)) = packs.lock().unwrap().pop() else {
+                    return;
+                };
+                let affected: Vec<usize> = blobs
+                    .iter()
+                    .flat_map(|b| destinations[b].iter().map(|(i, _)| *i))
+                    .collect();
+                if let Err(e) = restore_pack(
+                    repo,
+                    &locations,
+                    pack_no,
+                    blobs,
+                    &destinations,
+                    &items,
+                    progress,
+                    &fail,
+                ) {
                     // A pack that cannot be read: name every file that needed it, go on.
                     let mut seen = HashSet::new();
                     for i in affected.into_iter().filter(|i| seen.insert(*i)) {
@@ -208,13 +250,21 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
 
     // 4. Every file at its full size (creating the empty and all-zero ones), links,
     // special files, then metadata, directories last and deepest first.
-    for item in items.iter().filter(|i| i.node.kind == NodeKind::File && i.link_to.is_none()) {
-        let r = OpenOptions::new().write(true).create(true).truncate(false).open(&item.path).and_then(|f| {
-            if f.metadata()?.len() != item.node.size {
-                f.set_len(item.node.size)?;
-            }
-            Ok(())
-        });
+    for item in items
+        .iter()
+        .filter(|i| i.node.kind == NodeKind::File && i.link_to.is_none())
+    {
+        let r = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&item.path)
+            .and_then(|f| {
+                if f.metadata()?.len() != item.node.size {
+                    f.set_len(item.node.size)?;
+                }
+                Ok(())
+            });
         if let Err(e) = r {
             fail(&item.path, format!("cannot create: {e}"));
         }
@@ -226,7 +276,8 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
                 fs::hard_link(first, &item.path)
             }
             (NodeKind::Symlink, _) => {
-                let target = std::ffi::OsStr::from_bytes(item.node.target.as_deref().unwrap_or_default());
+                let target =
+                    std::ffi::OsStr::from_bytes(item.node.target.as_deref().unwrap_or_default());
                 let _ = fs::remove_file(&item.path);
                 std::os::unix::fs::symlink(target, &item.path)
             }
@@ -240,7 +291,10 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, pr
             fail(&item.path, format!("cannot create: {e}"));
         }
     }
-    for item in items.iter().filter(|i| i.node.kind != NodeKind::Dir && i.node.kind != NodeKind::Socket) {
+    for item in items
+        .iter()
+        .filter(|i| i.node.kind != NodeKind::Dir && i.node.kind != NodeKind::Socket)
+    {
         if let Err(e) = metadata::apply(&item.path, &item.node) {
             fail(&item.path, format!("cannot set metadata: {e}"));
         }
@@ -316,21 +370,33 @@ fn restore_pack(
                 Ok(p) => p,
                 Err(e) => {
                     for (i, _) in &destinations[id] {
-                        fail(&items[*i].path, format!("incomplete: {e} (in pack {})", locations.pack(pack_no)));
+                        fail(
+                            &items[*i].path,
+                            format!("incomplete: {e} (in pack {})", locations.pack(pack_no)),
+                        );
                     }
                     continue;
                 }
             };
             let runs = nonzero_runs(plain);
             for (i, offset) in &destinations[id] {
-                progress.bytes_written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                progress
+                    .bytes_written
+                    .fetch_add(plain.len() as u64, Ordering::Relaxed);
                 if runs.is_empty() {
                     continue; // all zeros: a hole, the file was created at full size
                 }
                 let path = &items[*i].path;
-                let r = OpenOptions::new().write(true).create(true).truncate(false).open(path).and_then(|f| {
-                    runs.iter().try_for_each(|r| f.write_all_at(&plain[r.clone()], offset + r.start as u64))
-                });
+                let r = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .and_then(|f| {
+                        runs.iter().try_for_each(|r| {
+                            f.write_all_at(&plain[r.clone()], offset + r.start as u64)
+                        })
+                    });
                 if let Err(e) = r {
                     fail(path, format!("cannot write: {e}"));
                 }
@@ -357,7 +423,9 @@ mod tests {
 
     #[test]
     fn include_matches_a_path_or_an_ancestor() {
-        let set = include_set(&["etc".into(), "data/*.log".into()]).unwrap().unwrap();
+        let set = include_set(&["etc".into(), "data/*.log".into()])
+            .unwrap()
+            .unwrap();
         assert!(selected(&set, "etc"));
         assert!(selected(&set, "etc/app/x.yaml"));
         assert!(selected(&set, "data/a.log"));

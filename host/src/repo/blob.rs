@@ -107,14 +107,20 @@ pub struct Opener {
 
 impl Default for Opener {
     fn default() -> Self {
-        Opener { framed: Vec::new(), out: Vec::new(), zstd: zstd::bulk::Decompressor::new().expect("a zstd context") }
+        Opener {
+            framed: Vec::new(),
+            out: Vec::new(),
+            zstd: zstd::bulk::Decompressor::new().expect("a zstd context"),
+        }
     }
 }
 
 impl Opener {
     /// Opens, decompresses and checks one blob; the plaintext lives until the next call.
     pub fn open(&mut self, keys: &Keys, id: &BlobId, sealed: &[u8]) -> Result<&[u8], BlobError> {
-        keys.cipher.open_into(sealed, &mut self.framed).map_err(|_| BlobError::Authentication(id.to_string()))?;
+        keys.cipher
+            .open_into(sealed, &mut self.framed)
+            .map_err(|_| BlobError::Authentication(id.to_string()))?;
         let plaintext: &[u8] = match self.framed.first() {
             Some(&RAW) => &self.framed[1..],
             Some(&ZSTD) if self.framed.len() >= 5 => {
@@ -126,7 +132,12 @@ impl Opener {
                     .map_err(|e| BlobError::Format(id.to_string(), format!("zstd: {e}")))?;
                 &self.out
             }
-            _ => return Err(BlobError::Format(id.to_string(), "unknown encoding tag".into())),
+            _ => {
+                return Err(BlobError::Format(
+                    id.to_string(),
+                    "unknown encoding tag".into(),
+                ))
+            }
         };
         if keys.blob_id(plaintext) != id.0 {
             return Err(BlobError::HashMismatch(id.to_string()));
@@ -143,8 +154,12 @@ mod tests {
     #[test]
     fn compressible_and_incompressible_round_trip() {
         let keys = MasterKey::generate().derive();
-        let text: Vec<u8> = (0..200_000).map(|i| b"apiVersion: v1\nkind: Pod\n"[i % 25]).collect();
-        let random: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let text: Vec<u8> = (0..200_000)
+            .map(|i| b"apiVersion: v1\nkind: Pod\n"[i % 25])
+            .collect();
+        let random: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for data in [&text, &random, &b"tiny".to_vec()] {
             let id = BlobId(keys.blob_id(data));
             let mut sealed = Vec::new();
@@ -153,7 +168,11 @@ mod tests {
         }
         let mut sealed = Vec::new();
         seal_into(&keys, &text, &mut sealed);
-        assert!(sealed.len() < text.len() / 10, "text should compress: {}", sealed.len());
+        assert!(
+            sealed.len() < text.len() / 10,
+            "text should compress: {}",
+            sealed.len()
+        );
     }
 
     #[test]
@@ -164,8 +183,14 @@ mod tests {
         let mut sealed = Vec::new();
         seal_into(&keys, &data, &mut sealed);
         let other = BlobId(keys.blob_id(b"other"));
-        assert!(matches!(open(&keys, &other, &sealed), Err(BlobError::HashMismatch(_))));
+        assert!(matches!(
+            open(&keys, &other, &sealed),
+            Err(BlobError::HashMismatch(_))
+        ));
         sealed[15] ^= 0x40;
-        assert!(matches!(open(&keys, &id, &sealed), Err(BlobError::Authentication(_))));
+        assert!(matches!(
+            open(&keys, &id, &sealed),
+            Err(BlobError::Authentication(_))
+        ));
     }
 }

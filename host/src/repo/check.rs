@@ -75,18 +75,34 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Res
     for (id, p) in &indexed {
         match listed.get(id) {
             None => {
-                bad_packs.insert(*id, (format!("pack {id}"), "the index lists it but it is missing".into()));
+                bad_packs.insert(
+                    *id,
+                    (
+                        format!("pack {id}"),
+                        "the index lists it but it is missing".into(),
+                    ),
+                );
             }
             Some(&size) if size != p.size => {
                 bad_packs.insert(
                     *id,
-                    (format!("pack {id}"), format!("it has {size} bytes, the index says {} (truncated or replaced)", p.size)),
+                    (
+                        format!("pack {id}"),
+                        format!(
+                            "it has {size} bytes, the index says {} (truncated or replaced)",
+                            p.size
+                        ),
+                    ),
                 );
             }
             Some(_) => {}
         }
     }
-    report.unindexed_packs = listed.keys().filter(|id| !indexed.contains_key(id)).map(|id| id.to_string()).collect();
+    report.unindexed_packs = listed
+        .keys()
+        .filter(|id| !indexed.contains_key(id))
+        .map(|id| id.to_string())
+        .collect();
     report.unindexed_packs.sort();
 
     // Snapshots: every tree readable, every blob indexed; remember which packs each uses.
@@ -98,7 +114,11 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Res
         .map(|(key, e)| Problem {
             what: format!("snapshot record {key}"),
             detail: format!("{e}; the snapshot is lost unless you have another copy of the record"),
-            snapshots: vec![key.trim_start_matches(snapshot::PREFIX).chars().take(8).collect()],
+            snapshots: vec![key
+                .trim_start_matches(snapshot::PREFIX)
+                .chars()
+                .take(8)
+                .collect()],
         })
         .collect();
     for (sid, s) in &snaps {
@@ -143,7 +163,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Res
     // Every byte.
     if opts.read_data {
         let ids: Vec<PackId> = listed.keys().copied().collect();
-        progress.packs_total.store(ids.len() as u64, Ordering::Relaxed);
+        progress
+            .packs_total
+            .store(ids.len() as u64, Ordering::Relaxed);
         for batch in ids.chunks(4) {
             let keys: Vec<String> = batch.iter().map(pack::key).collect();
             for (id, r) in batch.iter().zip(repo.store().get_many(&keys, 4)) {
@@ -151,7 +173,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Res
                 let bytes = match r {
                     Ok(b) => b,
                     Err(e) => {
-                        bad_packs.insert(*id, (format!("pack {id}"), format!("cannot be read: {e}")));
+                        bad_packs
+                            .insert(*id, (format!("pack {id}"), format!("cannot be read: {e}")));
                         continue;
                     }
                 };
@@ -172,14 +195,23 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Res
             .filter(|(_, packs)| packs.iter().any(|n| locations.pack(*n) == pack_id))
             .map(|(sid, _)| sid.short())
             .collect();
-        problems.push(Problem { what, detail, snapshots: affected });
+        problems.push(Problem {
+            what,
+            detail,
+            snapshots: affected,
+        });
     }
     report.problems = problems;
     Ok(report)
 }
 
 /// Hashes a whole pack against its name and opens every blob in it.
-fn verify_pack(repo: &Repository, id: &PackId, bytes: &[u8], indexed: Option<&IndexPack>) -> Result<(), String> {
+fn verify_pack(
+    repo: &Repository,
+    id: &PackId,
+    bytes: &[u8],
+    indexed: Option<&IndexPack>,
+) -> Result<(), String> {
     let actual = blake3::hash(bytes);
     let name_ok = actual.as_bytes() == &id.0;
     let entries = match pack::parse_whole(repo.keys(), id, bytes) {
@@ -198,20 +230,35 @@ fn verify_pack(repo: &Repository, id: &PackId, bytes: &[u8], indexed: Option<&In
     }
     if let Some(p) = indexed {
         if p.blobs.len() != entries.len() {
-            return Err(format!("its trailer lists {} blobs, the index {}", entries.len(), p.blobs.len()));
+            return Err(format!(
+                "its trailer lists {} blobs, the index {}",
+                entries.len(),
+                p.blobs.len()
+            ));
         }
     }
     match (damaged, name_ok) {
         (0, true) => Ok(()),
-        (0, false) => Err("its content does not hash to its name (a damaged byte outside the blobs?)".into()),
-        (n, _) => Err(format!("{n} of {} blobs are damaged; first: {}", entries.len(), first.unwrap_or_default())),
+        (0, false) => {
+            Err("its content does not hash to its name (a damaged byte outside the blobs?)".into())
+        }
+        (n, _) => Err(format!(
+            "{n} of {} blobs are damaged; first: {}",
+            entries.len(),
+            first.unwrap_or_default()
+        )),
     }
 }
 
 /// `repo repair-index`: rebuilds the index from the packs' trailers and replaces every
 /// index file. Returns (packs indexed, packs unreadable).
 pub fn repair_index(repo: &Repository) -> Result<(usize, Vec<String>)> {
-    let old_keys: Vec<String> = repo.store().list(index::PREFIX)?.into_iter().map(|o| o.key).collect();
+    let old_keys: Vec<String> = repo
+        .store()
+        .list(index::PREFIX)?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     let mut packs = Vec::new();
     let mut unreadable = Vec::new();
     for (id, size) in repo.list_packs()? {

@@ -34,9 +34,21 @@ impl StreamKind {
             // 1 MiB average like restic; the cap is 4 MiB rather than 8: with FastCDC's
             // normalisation chunks above 4 MiB are rare outside runs of zeros, and the
             // chunking window (twice the cap) is memory every reader holds.
-            StreamKind::Files => ChunkSizes { min: 512 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 },
-            StreamKind::Bbolt => ChunkSizes { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 },
-            StreamKind::Dump => ChunkSizes { min: 128 * 1024, avg: 512 * 1024, max: 2 * 1024 * 1024 },
+            StreamKind::Files => ChunkSizes {
+                min: 512 * 1024,
+                avg: 1024 * 1024,
+                max: 4 * 1024 * 1024,
+            },
+            StreamKind::Bbolt => ChunkSizes {
+                min: 16 * 1024,
+                avg: 64 * 1024,
+                max: 256 * 1024,
+            },
+            StreamKind::Dump => ChunkSizes {
+                min: 128 * 1024,
+                avg: 512 * 1024,
+                max: 2 * 1024 * 1024,
+            },
         }
     }
 }
@@ -106,7 +118,14 @@ impl<'p, R: Read> Chunker<'p, R> {
         if buf.len() < 2 * params.max {
             buf = vec![0; 2 * params.max];
         }
-        Chunker { reader, params, buf, start: 0, end: 0, eof: false }
+        Chunker {
+            reader,
+            params,
+            buf,
+            start: 0,
+            end: 0,
+            eof: false,
+        }
     }
 
     pub fn into_buffer(self) -> Vec<u8> {
@@ -197,12 +216,18 @@ mod tests {
     #[test]
     fn matches_the_crate_chunker_and_the_seed_moves_boundaries() {
         let data = pseudo_random(3_000_000, 11);
-        let ours: Vec<usize> = chunks(&data[..], &Params::new(StreamKind::Bbolt, 0)).map(|c| c.unwrap().len()).collect();
+        let ours: Vec<usize> = chunks(&data[..], &Params::new(StreamKind::Bbolt, 0))
+            .map(|c| c.unwrap().len())
+            .collect();
         let s = StreamKind::Bbolt.sizes();
         let theirs: Vec<usize> =
-            v2020::FastCDC::with_level(&data, s.min, s.avg, s.max, Normalization::Level1).map(|c| c.length).collect();
+            v2020::FastCDC::with_level(&data, s.min, s.avg, s.max, Normalization::Level1)
+                .map(|c| c.length)
+                .collect();
         assert_eq!(ours, theirs);
-        let seeded: Vec<usize> = chunks(&data[..], &Params::new(StreamKind::Bbolt, 7)).map(|c| c.unwrap().len()).collect();
+        let seeded: Vec<usize> = chunks(&data[..], &Params::new(StreamKind::Bbolt, 7))
+            .map(|c| c.unwrap().len())
+            .collect();
         assert_ne!(ours, seeded);
     }
 
@@ -222,7 +247,9 @@ mod tests {
         let data = pseudo_random(2_000_000, 13);
         let params = Params::new(StreamKind::Bbolt, 3);
         let a: Vec<Vec<u8>> = chunks(&data[..], &params).map(|c| c.unwrap()).collect();
-        let b: Vec<Vec<u8>> = chunks(Trickle(&data), &params).map(|c| c.unwrap()).collect();
+        let b: Vec<Vec<u8>> = chunks(Trickle(&data), &params)
+            .map(|c| c.unwrap())
+            .collect();
         assert_eq!(a, b);
     }
 
@@ -232,7 +259,8 @@ mod tests {
         let mut edited = data.clone();
         edited.splice(2_000_000..2_000_000, b"inserted".iter().copied());
         let params = Params::new(StreamKind::Bbolt, 42);
-        let a: std::collections::HashSet<Vec<u8>> = chunks(&data[..], &params).map(|c| c.unwrap()).collect();
+        let a: std::collections::HashSet<Vec<u8>> =
+            chunks(&data[..], &params).map(|c| c.unwrap()).collect();
         let b: Vec<Vec<u8>> = chunks(&edited[..], &params).map(|c| c.unwrap()).collect();
         let new = b.iter().filter(|c| !a.contains(*c)).count();
         assert!(new <= 3, "{new} chunks changed out of {}", b.len());

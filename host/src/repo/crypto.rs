@@ -19,7 +19,9 @@ pub struct OpenError;
 /// Fills a buffer with bytes from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
-    SystemRandom::new().fill(&mut b).expect("the operating system's random number generator failed");
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("the operating system's random number generator failed");
     b
 }
 
@@ -42,11 +44,21 @@ impl MasterKey {
 
     /// Derives the working keys of a repository.
     pub fn derive(&self) -> Keys {
-        let data = Zeroizing::new(blake3::derive_key("ballast 2026-11 repository data encryption", &self.0[..]));
-        let chunk_id = Zeroizing::new(blake3::derive_key("ballast 2026-11 chunk identifiers", &self.0[..]));
+        let data = Zeroizing::new(blake3::derive_key(
+            "ballast 2026-11 repository data encryption",
+            &self.0[..],
+        ));
+        let chunk_id = Zeroizing::new(blake3::derive_key(
+            "ballast 2026-11 chunk identifiers",
+            &self.0[..],
+        ));
         let seed = blake3::derive_key("ballast 2026-11 chunker gear seed", &self.0[..]);
         let chunker_seed = u64::from_le_bytes(seed[..8].try_into().unwrap());
-        Keys { cipher: Cipher::new(&data), chunk_id, chunker_seed }
+        Keys {
+            cipher: Cipher::new(&data),
+            chunk_id,
+            chunker_seed,
+        }
     }
 }
 
@@ -77,7 +89,9 @@ pub struct Cipher {
 
 impl Cipher {
     pub fn new(key: &[u8; 32]) -> Cipher {
-        Cipher { key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES key")) }
+        Cipher {
+            key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES key")),
+        }
     }
 
     /// Appends `nonce || ciphertext || tag` of `plaintext` to `out`.
@@ -89,7 +103,11 @@ impl Cipher {
         out.extend_from_slice(plaintext);
         let tag = self
             .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::empty(), &mut out[start..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::empty(),
+                &mut out[start..],
+            )
             .expect("AES-GCM sealing cannot fail for inputs under 64 GiB");
         out.extend_from_slice(tag.as_ref());
     }
@@ -112,10 +130,15 @@ impl Cipher {
         if sealed.len() < OVERHEAD {
             return Err(OpenError);
         }
-        let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| OpenError)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| OpenError)?;
         buf.clear();
         buf.extend_from_slice(&sealed[NONCE_LEN..]);
-        let plain_len = self.key.open_in_place(nonce, Aad::empty(), buf).map_err(|_| OpenError)?.len();
+        let plain_len = self
+            .key
+            .open_in_place(nonce, Aad::empty(), buf)
+            .map_err(|_| OpenError)?
+            .len();
         buf.truncate(plain_len);
         Ok(())
     }

@@ -17,7 +17,11 @@ pub enum RepoError {
     NotEmpty { location: String },
 
     #[error("none of the {tried} keys of the repository at {location} opens with the given {what}; check BALLAST_PASSWORD / BALLAST_PASSWORD_FILE / --key-file")]
-    WrongSecret { location: String, tried: usize, what: &'static str },
+    WrongSecret {
+        location: String,
+        tried: usize,
+        what: &'static str,
+    },
 
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -31,7 +35,9 @@ pub enum RepoError {
     #[error("{what} is damaged: {detail}; run `ballast repo check` to see what is affected")]
     Damaged { what: String, detail: String },
 
-    #[error("blob {blob} is not in the index (index delta missing?); run `ballast repo repair-index`")]
+    #[error(
+        "blob {blob} is not in the index (index delta missing?); run `ballast repo repair-index`"
+    )]
     BlobNotIndexed { blob: String },
 
     #[error("no snapshot matches `{0}`; list them with `ballast snapshots`")]
@@ -44,7 +50,10 @@ pub enum RepoError {
     Invalid(String),
 
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 
     #[error("interrupted")]
     Interrupted,
@@ -54,6 +63,9 @@ pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
 impl RepoError {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> RepoError {
-        RepoError::Io { path: path.as_ref().display().to_string(), source }
+        RepoError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 }

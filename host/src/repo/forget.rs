@@ -45,13 +45,21 @@ pub struct GroupBy {
 
 impl GroupBy {
     pub fn parse(s: &str) -> Result<GroupBy, String> {
-        let mut g = GroupBy { host: false, tags: false, source: false };
+        let mut g = GroupBy {
+            host: false,
+            tags: false,
+            source: false,
+        };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "host" => g.host = true,
                 "tags" => g.tags = true,
                 "source" | "paths" => g.source = true,
-                other => return Err(format!("unknown --group-by field `{other}`: use host, tags, source")),
+                other => {
+                    return Err(format!(
+                        "unknown --group-by field `{other}`: use host, tags, source"
+                    ))
+                }
             }
         }
         Ok(g)
@@ -84,7 +92,12 @@ pub struct Decision {
 }
 
 /// Applies the policy to every group; decisions come newest first within each group.
-pub fn decide(policy: &Policy, group_by: GroupBy, snapshots: &[(SnapshotId, Snapshot)], tz: &TimeZone) -> Vec<Decision> {
+pub fn decide(
+    policy: &Policy,
+    group_by: GroupBy,
+    snapshots: &[(SnapshotId, Snapshot)],
+    tz: &TimeZone,
+) -> Vec<Decision> {
     let mut groups: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
     for s in snapshots {
         groups.entry(group_by.key(&s.1)).or_default().push(s);
@@ -97,13 +110,26 @@ pub fn decide(policy: &Policy, group_by: GroupBy, snapshots: &[(SnapshotId, Snap
     out
 }
 
-fn decide_group(policy: &Policy, group: &str, snaps: &[&(SnapshotId, Snapshot)], tz: &TimeZone) -> Vec<Decision> {
+fn decide_group(
+    policy: &Policy,
+    group: &str,
+    snaps: &[&(SnapshotId, Snapshot)],
+    tz: &TimeZone,
+) -> Vec<Decision> {
     type Bucket = fn(&jiff::Zoned) -> String;
     let rules: [(&str, Option<u32>, Bucket); 5] = [
-        ("hourly", policy.hourly, |z| z.strftime("%Y-%m-%d %H").to_string()),
-        ("daily", policy.daily, |z| z.strftime("%Y-%m-%d").to_string()),
-        ("weekly", policy.weekly, |z| z.strftime("%G-W%V").to_string()),
-        ("monthly", policy.monthly, |z| z.strftime("%Y-%m").to_string()),
+        ("hourly", policy.hourly, |z| {
+            z.strftime("%Y-%m-%d %H").to_string()
+        }),
+        ("daily", policy.daily, |z| {
+            z.strftime("%Y-%m-%d").to_string()
+        }),
+        ("weekly", policy.weekly, |z| {
+            z.strftime("%G-W%V").to_string()
+        }),
+        ("monthly", policy.monthly, |z| {
+            z.strftime("%Y-%m").to_string()
+        }),
         ("yearly", policy.yearly, |z| z.strftime("%Y").to_string()),
     ];
     let mut left: Vec<Option<u32>> = rules.iter().map(|r| r.1).collect();
@@ -133,7 +159,13 @@ fn decide_group(policy: &Policy, group: &str, snaps: &[&(SnapshotId, Snapshot)],
                 reasons.push(rule.0.to_string());
             }
         }
-        out.push(Decision { id: id.to_string(), time: s.time, group: group.to_string(), keep: !reasons.is_empty(), reasons });
+        out.push(Decision {
+            id: id.to_string(),
+            time: s.time,
+            group: group.to_string(),
+            keep: !reasons.is_empty(),
+            reasons,
+        });
     }
     out
 }
@@ -145,14 +177,24 @@ mod tests {
     use crate::repo::snapshot::Source;
 
     fn snap(n: u8, time: &str, host: &str) -> (SnapshotId, Snapshot) {
-        let mut s = Snapshot::new(Source { kind: "path".into(), paths: vec!["/d".into()], meta: Default::default() }, BlobId([0; 32]));
+        let mut s = Snapshot::new(
+            Source {
+                kind: "path".into(),
+                paths: vec!["/d".into()],
+                meta: Default::default(),
+            },
+            BlobId([0; 32]),
+        );
         s.time = time.parse().unwrap();
         s.host = host.into();
         (SnapshotId([n; 32]), s)
     }
 
     fn kept(d: &[Decision]) -> Vec<String> {
-        d.iter().filter(|d| d.keep).map(|d| d.id[..2].to_string()).collect()
+        d.iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id[..2].to_string())
+            .collect()
     }
 
     #[test]
@@ -163,10 +205,16 @@ mod tests {
             snap(3, "2026-01-02T08:00:00Z", "a"),
             snap(4, "2026-01-03T08:00:00Z", "a"),
         ];
-        let p = Policy { daily: Some(2), ..Default::default() };
+        let p = Policy {
+            daily: Some(2),
+            ..Default::default()
+        };
         let d = decide(&p, GroupBy::parse("host").unwrap(), &snaps, &TimeZone::UTC);
         assert_eq!(kept(&d), vec!["04", "03"]);
-        let p = Policy { daily: Some(3), ..Default::default() };
+        let p = Policy {
+            daily: Some(3),
+            ..Default::default()
+        };
         let d = decide(&p, GroupBy::parse("host").unwrap(), &snaps, &TimeZone::UTC);
         assert_eq!(kept(&d), vec!["04", "03", "02"]);
     }
@@ -179,7 +227,11 @@ mod tests {
             snap(3, "2026-01-06T00:00:00Z", "a"),
             snap(4, "2026-01-01T00:00:00Z", "b"),
         ];
-        let p = Policy { last: Some(1), within: Some(std::time::Duration::from_secs(2 * 86400)), ..Default::default() };
+        let p = Policy {
+            last: Some(1),
+            within: Some(std::time::Duration::from_secs(2 * 86400)),
+            ..Default::default()
+        };
         let d = decide(&p, GroupBy::parse("host").unwrap(), &snaps, &TimeZone::UTC);
         assert_eq!(kept(&d), vec!["03", "02", "04"]);
         let r = &d.iter().find(|d| d.id.starts_with("03")).unwrap().reasons;
@@ -196,11 +248,35 @@ mod tests {
             snap(4, "2026-02-20T00:00:00Z", "a"),
         ];
         let g = GroupBy::parse("host").unwrap();
-        let d = decide(&Policy { weekly: Some(2), ..Default::default() }, g, &snaps, &TimeZone::UTC);
+        let d = decide(
+            &Policy {
+                weekly: Some(2),
+                ..Default::default()
+            },
+            g,
+            &snaps,
+            &TimeZone::UTC,
+        );
         assert_eq!(kept(&d), vec!["04", "03"]);
-        let d = decide(&Policy { monthly: Some(5), ..Default::default() }, g, &snaps, &TimeZone::UTC);
+        let d = decide(
+            &Policy {
+                monthly: Some(5),
+                ..Default::default()
+            },
+            g,
+            &snaps,
+            &TimeZone::UTC,
+        );
         assert_eq!(kept(&d), vec!["04", "03", "01"]);
-        let d = decide(&Policy { yearly: Some(5), ..Default::default() }, g, &snaps, &TimeZone::UTC);
+        let d = decide(
+            &Policy {
+                yearly: Some(5),
+                ..Default::default()
+            },
+            g,
+            &snaps,
+            &TimeZone::UTC,
+        );
         assert_eq!(kept(&d), vec!["04", "01"]);
     }
 }

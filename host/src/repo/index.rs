@@ -41,7 +41,10 @@ fn write_named(repo: &Repository, file: &IndexFile, name_prefix: &str) -> Result
     let plain = postcard::to_stdvec(file).expect("serialising the index");
     let compressed = zstd::bulk::compress(&plain, 3).map_err(|e| RepoError::io("index", e))?;
     let sealed = repo.keys().cipher.seal(&compressed);
-    let key = format!("{PREFIX}{name_prefix}{}", hex::encode(blake3::hash(&sealed).as_bytes()));
+    let key = format!(
+        "{PREFIX}{name_prefix}{}",
+        hex::encode(blake3::hash(&sealed).as_bytes())
+    );
     repo.store().put(&key, Bytes::from(sealed))?;
     Ok(key)
 }
@@ -52,13 +55,29 @@ fn write_named(repo: &Repository, file: &IndexFile, name_prefix: &str) -> Result
 /// A compaction's files are named `c-<millis>-<part>of<parts>-<hash>`: a reader sees
 /// from the listing alone whether a compaction is complete, and reads the newest
 /// complete one first to learn which files it supersedes.
-pub fn compact(repo: &Repository, packs: Vec<IndexPack>, old: &[String], per_file: usize) -> Result<usize> {
+pub fn compact(
+    repo: &Repository,
+    packs: Vec<IndexPack>,
+    old: &[String],
+    per_file: usize,
+) -> Result<usize> {
     let millis = jiff::Timestamp::now().as_millisecond();
-    let parts: Vec<&[IndexPack]> = if packs.is_empty() { vec![&[]] } else { packs.chunks(per_file.max(1)).collect() };
+    let parts: Vec<&[IndexPack]> = if packs.is_empty() {
+        vec![&[]]
+    } else {
+        packs.chunks(per_file.max(1)).collect()
+    };
     let n = parts.len();
     for (i, part) in parts.into_iter().enumerate() {
-        let file = IndexFile { packs: part.to_vec(), supersedes: old.to_vec() };
-        write_named(repo, &file, &format!("{COMPACTED}{millis:013}-{:05}of{n:05}-", i + 1))?;
+        let file = IndexFile {
+            packs: part.to_vec(),
+            supersedes: old.to_vec(),
+        };
+        write_named(
+            repo,
+            &file,
+            &format!("{COMPACTED}{millis:013}-{:05}of{n:05}-", i + 1),
+        )?;
     }
     for k in old {
         repo.store().delete(k)?;
@@ -67,9 +86,17 @@ pub fn compact(repo: &Repository, packs: Vec<IndexPack>, old: &[String], per_fil
 }
 
 fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<IndexFile> {
-    let damaged = |detail: String| RepoError::Damaged { what: format!("index file {key}"), detail };
-    let compressed = repo.keys().cipher.open(sealed).map_err(|_| damaged("it fails authentication".into()))?;
-    let plain = zstd::stream::decode_all(&compressed[..]).map_err(|e| damaged(format!("zstd: {e}")))?;
+    let damaged = |detail: String| RepoError::Damaged {
+        what: format!("index file {key}"),
+        detail,
+    };
+    let compressed = repo
+        .keys()
+        .cipher
+        .open(sealed)
+        .map_err(|_| damaged("it fails authentication".into()))?;
+    let plain =
+        zstd::stream::decode_all(&compressed[..]).map_err(|e| damaged(format!("zstd: {e}")))?;
     postcard::from_bytes(&plain).map_err(|e| damaged(format!("cannot decode: {e}")))
 }
 
@@ -111,7 +138,8 @@ pub fn fold<S>(
             }
             None => {
                 return Err(RepoError::Invalid(
-                    "the index kept changing while it was read (is a prune running?); try again".into(),
+                    "the index kept changing while it was read (is a prune running?); try again"
+                        .into(),
                 ))
             }
         }
@@ -120,7 +148,12 @@ pub fn fold<S>(
 
 /// One pass over the index; `None` if it must be retried.
 fn pass(repo: &Repository, visit: &mut dyn FnMut(&str, IndexFile)) -> Result<Option<Vec<String>>> {
-    let listed: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
+    let listed: Vec<String> = repo
+        .store()
+        .list(PREFIX)?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     // Group compacted files by compaction, newest first; keep complete ones only.
     let mut compactions: std::collections::BTreeMap<&str, (u32, Vec<&String>)> = Default::default();
     for k in &listed {
@@ -129,20 +162,33 @@ fn pass(repo: &Repository, visit: &mut dyn FnMut(&str, IndexFile)) -> Result<Opt
             e.1.push(k);
         }
     }
-    let newest_complete = compactions.iter().rev().find(|(_, (parts, files))| files.len() as u32 == *parts);
-    let mut order: Vec<&String> = newest_complete.map(|(_, (_, f))| f.clone()).unwrap_or_default();
+    let newest_complete = compactions
+        .iter()
+        .rev()
+        .find(|(_, (parts, files))| files.len() as u32 == *parts);
+    let mut order: Vec<&String> = newest_complete
+        .map(|(_, (_, f))| f.clone())
+        .unwrap_or_default();
     let in_incomplete: HashSet<&String> = compactions
         .iter()
         .filter(|(_, (parts, files))| files.len() as u32 != *parts)
         .flat_map(|(_, (_, f))| f.iter().copied())
         .collect();
     let first: HashSet<&String> = order.iter().copied().collect();
-    order.extend(listed.iter().filter(|k| !first.contains(k) && !in_incomplete.contains(k)));
+    order.extend(
+        listed
+            .iter()
+            .filter(|k| !first.contains(k) && !in_incomplete.contains(k)),
+    );
 
     let mut superseded: HashSet<String> = HashSet::new();
     let mut read = Vec::with_capacity(order.len());
     for batch in order.chunks(BATCH) {
-        let wanted: Vec<String> = batch.iter().filter(|k| !superseded.contains(k.as_str())).map(|k| (*k).clone()).collect();
+        let wanted: Vec<String> = batch
+            .iter()
+            .filter(|k| !superseded.contains(k.as_str()))
+            .map(|k| (*k).clone())
+            .collect();
         for (key, r) in wanted.iter().zip(repo.store().get_many(&wanted, BATCH)) {
             let bytes = match r {
                 Ok(b) => b,
@@ -180,7 +226,10 @@ pub struct Locations {
 
 impl Locations {
     /// Loads the locations of the blobs `keep` selects.
-    pub fn load(repo: &Repository, mut keep: impl FnMut(BlobKind, &BlobId) -> bool) -> Result<Locations> {
+    pub fn load(
+        repo: &Repository,
+        mut keep: impl FnMut(BlobKind, &BlobId) -> bool,
+    ) -> Result<Locations> {
         let (locs, _) = fold(repo, Locations::default, |locs, _, file| {
             for p in &file.packs {
                 locs.add_pack(p, &mut keep);
@@ -203,7 +252,13 @@ impl Locations {
             });
             self.map.insert(
                 e.id,
-                Location { pack: n, kind: e.kind, offset: e.offset, length: e.length, raw_len: e.raw_len },
+                Location {
+                    pack: n,
+                    kind: e.kind,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_len: e.raw_len,
+                },
             );
         }
     }
@@ -264,12 +319,26 @@ mod tests {
     use crate::repo::pack::PackId;
 
     fn delta(repo: &Repository, n: u8) -> String {
-        let p = IndexPack { id: PackId([n; 32]), size: 100, blobs: vec![] };
-        write(repo, &IndexFile { packs: vec![p], supersedes: vec![] }).unwrap()
+        let p = IndexPack {
+            id: PackId([n; 32]),
+            size: 100,
+            blobs: vec![],
+        };
+        write(
+            repo,
+            &IndexFile {
+                packs: vec![p],
+                supersedes: vec![],
+            },
+        )
+        .unwrap()
     }
 
     fn packs(repo: &Repository) -> Vec<u8> {
-        let (mut ids, _) = fold(repo, Vec::new, |v, _, f| v.extend(f.packs.iter().map(|p| p.id.0[0]))).unwrap();
+        let (mut ids, _) = fold(repo, Vec::new, |v, _, f| {
+            v.extend(f.packs.iter().map(|p| p.id.0[0]))
+        })
+        .unwrap();
         ids.sort();
         ids.dedup();
         ids
@@ -279,18 +348,30 @@ mod tests {
     fn compaction_replaces_deltas_and_an_incomplete_one_is_ignored() {
         let repo = Repository::in_memory_for_tests();
         let old = vec![delta(&repo, 1), delta(&repo, 2), delta(&repo, 3)];
-        let all: Vec<IndexPack> =
-            (1..=3).map(|n| IndexPack { id: PackId([n; 32]), size: 100, blobs: vec![] }).collect();
+        let all: Vec<IndexPack> = (1..=3)
+            .map(|n| IndexPack {
+                id: PackId([n; 32]),
+                size: 100,
+                blobs: vec![],
+            })
+            .collect();
         assert_eq!(compact(&repo, all, &old, 2).unwrap(), 2);
         let listed = repo.store().list(PREFIX).unwrap();
-        assert_eq!(listed.len(), 2, "the deltas are gone, two compacted parts remain");
+        assert_eq!(
+            listed.len(),
+            2,
+            "the deltas are gone, two compacted parts remain"
+        );
         assert!(listed.iter().all(|o| o.key.contains("of00002-")));
         assert_eq!(packs(&repo), vec![1, 2, 3]);
 
         // A compaction caught half-written (part 1 of 2, deltas not yet deleted): the
         // reader ignores it and still reads the deltas it would replace.
         let d4 = delta(&repo, 4);
-        let file = IndexFile { packs: vec![], supersedes: vec![d4.clone()] };
+        let file = IndexFile {
+            packs: vec![],
+            supersedes: vec![d4.clone()],
+        };
         write_named(&repo, &file, "c-9999999999999-00001of00002-").unwrap();
         assert_eq!(packs(&repo), vec![1, 2, 3, 4]);
     }

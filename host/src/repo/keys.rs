@@ -39,14 +39,22 @@ impl Secret {
     /// Reads a key file written by `ballast key add --new-key-file`.
     pub fn read_key_file(path: &std::path::Path) -> Result<Secret, String> {
         let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
         );
         let hex_part = text.trim().strip_prefix(KEY_FILE_PREFIX).ok_or_else(|| {
-            format!("{} is not a ballast key file (it must start with `{KEY_FILE_PREFIX}`)", path.display())
+            format!(
+                "{} is not a ballast key file (it must start with `{KEY_FILE_PREFIX}`)",
+                path.display()
+            )
         })?;
         let mut bytes = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(hex_part, &mut bytes[..])
-            .map_err(|_| format!("{} is a damaged ballast key file (expected 64 hex digits)", path.display()))?;
+        hex::decode_to_slice(hex_part, &mut bytes[..]).map_err(|_| {
+            format!(
+                "{} is a damaged ballast key file (expected 64 hex digits)",
+                path.display()
+            )
+        })?;
         Ok(Secret::KeyFile(bytes))
     }
 
@@ -83,7 +91,11 @@ impl Default for KdfParams {
             .and_then(|v| v.parse().ok())
             .filter(|m| *m >= 8)
             .unwrap_or(64 * 1024);
-        KdfParams { memory_kib, iterations: 3, parallelism: 1 }
+        KdfParams {
+            memory_kib,
+            iterations: 3,
+            parallelism: 1,
+        }
     }
 }
 
@@ -163,13 +175,21 @@ mod tests {
     fn password_wraps_and_unwraps() {
         weak();
         let master = MasterKey::generate();
-        let rec = KeyRecord::wrap(&master, &Secret::Password(Zeroizing::new("hunter2".into())), "ops");
+        let rec = KeyRecord::wrap(
+            &master,
+            &Secret::Password(Zeroizing::new("hunter2".into())),
+            "ops",
+        );
         let json = serde_json::to_string(&rec).unwrap();
         assert!(!json.contains("hunter2"));
         let rec: KeyRecord = serde_json::from_str(&json).unwrap();
-        let got = rec.unwrap_with(&Secret::Password(Zeroizing::new("hunter2".into()))).unwrap();
+        let got = rec
+            .unwrap_with(&Secret::Password(Zeroizing::new("hunter2".into())))
+            .unwrap();
         assert_eq!(got.as_bytes(), master.as_bytes());
-        assert!(rec.unwrap_with(&Secret::Password(Zeroizing::new("hunter3".into()))).is_none());
+        assert!(rec
+            .unwrap_with(&Secret::Password(Zeroizing::new("hunter3".into())))
+            .is_none());
     }
 
     #[test]
@@ -181,8 +201,13 @@ mod tests {
         let path = dir.path().join("k");
         std::fs::write(&path, text.as_bytes()).unwrap();
         let read = Secret::read_key_file(&path).unwrap();
-        assert_eq!(rec.unwrap_with(&read).unwrap().as_bytes(), master.as_bytes());
+        assert_eq!(
+            rec.unwrap_with(&read).unwrap().as_bytes(),
+            master.as_bytes()
+        );
         std::fs::write(&path, "nonsense").unwrap();
-        assert!(Secret::read_key_file(&path).unwrap_err().contains("not a ballast key file"));
+        assert!(Secret::read_key_file(&path)
+            .unwrap_err()
+            .contains("not a ballast key file"));
     }
 }

@@ -130,7 +130,11 @@ impl Repository {
             Secret::Password(_) => "password",
             Secret::KeyFile(_) => "key file",
         };
-        Err(RepoError::WrongSecret { location, tried: records.len(), what })
+        Err(RepoError::WrongSecret {
+            location,
+            tried: records.len(),
+            what,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -151,11 +155,14 @@ impl Repository {
 
     /// Reads and checks one blob.
     pub fn read_blob(&self, locations: &Locations, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = locations.get(id).ok_or_else(|| RepoError::BlobNotIndexed { blob: id.to_string() })?;
+        let loc = locations.get(id).ok_or_else(|| RepoError::BlobNotIndexed {
+            blob: id.to_string(),
+        })?;
         let pack = locations.pack(loc.pack);
-        let sealed = self
-            .store
-            .get_range(&pack::key(&pack), loc.offset as u64..loc.offset as u64 + loc.length as u64)?;
+        let sealed = self.store.get_range(
+            &pack::key(&pack),
+            loc.offset as u64..loc.offset as u64 + loc.length as u64,
+        )?;
         Ok(blob::open(&self.keys, id, &sealed)?)
     }
 
@@ -172,7 +179,10 @@ impl Repository {
     /// Reads a pack's trailer with ranged reads (one, or two for a large trailer).
     pub fn read_pack_trailer(&self, id: &PackId, size: u64) -> Result<IndexPack> {
         let key = pack::key(id);
-        let damaged = |what: &str| pack::PackError::Damaged { pack: id.to_string(), what: what.into() };
+        let damaged = |what: &str| pack::PackError::Damaged {
+            pack: id.to_string(),
+            what: what.into(),
+        };
         if size < pack::FOOTER_LEN as u64 {
             return Err(damaged("it is shorter than a footer (truncated pack?)").into());
         }
@@ -186,17 +196,26 @@ impl Repository {
         let sealed = if needed <= tail_len {
             tail.slice((tail_len - needed) as usize..tail.len() - pack::FOOTER_LEN)
         } else {
-            self.store.get_range(&key, size - needed..size - pack::FOOTER_LEN as u64)?
+            self.store
+                .get_range(&key, size - needed..size - pack::FOOTER_LEN as u64)?
         };
         let blobs = pack::parse_trailer(&self.keys, id, &sealed, size)?;
-        Ok(IndexPack { id: *id, size, blobs })
+        Ok(IndexPack {
+            id: *id,
+            size,
+            blobs,
+        })
     }
 
     /// Every key record, with its id.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         Ok(read_keys(&self.store)?
             .into_iter()
-            .map(|(id, record)| KeyInfo { current: id == *self.key_id, id, record })
+            .map(|(id, record)| KeyInfo {
+                current: id == *self.key_id,
+                id,
+                record,
+            })
             .collect())
     }
 
@@ -208,11 +227,22 @@ impl Repository {
     /// Removes a key. The key in use and the last key cannot be removed.
     pub fn remove_key(&self, id_prefix: &str) -> Result<String> {
         let keys = self.list_keys()?;
-        let matches: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.starts_with(id_prefix)).collect();
+        let matches: Vec<&KeyInfo> = keys
+            .iter()
+            .filter(|k| k.id.starts_with(id_prefix))
+            .collect();
         let key = match matches.as_slice() {
             [k] => *k,
-            [] => return Err(RepoError::Invalid(format!("no key matches `{id_prefix}`; see `ballast key list`"))),
-            _ => return Err(RepoError::Invalid(format!("`{id_prefix}` matches several keys; give more digits"))),
+            [] => {
+                return Err(RepoError::Invalid(format!(
+                    "no key matches `{id_prefix}`; see `ballast key list`"
+                )))
+            }
+            _ => {
+                return Err(RepoError::Invalid(format!(
+                    "`{id_prefix}` matches several keys; give more digits"
+                )))
+            }
         };
         if key.current {
             return Err(RepoError::Invalid(format!(
@@ -232,7 +262,8 @@ impl Repository {
             .map(|(_, r)| r.label)
             .unwrap_or_default();
         let new_id = self.add_key(secret, &label)?;
-        self.store.delete(&format!("{KEYS_PREFIX}{}", self.key_id))?;
+        self.store
+            .delete(&format!("{KEYS_PREFIX}{}", self.key_id))?;
         Ok(new_id)
     }
 }
@@ -263,8 +294,10 @@ fn read_keys(store: &Store) -> Result<Vec<(String, KeyRecord)>> {
     let mut out = Vec::new();
     for (key, bytes) in keys.iter().zip(store.get_many(&keys, 8)) {
         let bytes = bytes?;
-        let record: KeyRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| RepoError::Damaged { what: format!("key record {key}"), detail: e.to_string() })?;
+        let record: KeyRecord = serde_json::from_slice(&bytes).map_err(|e| RepoError::Damaged {
+            what: format!("key record {key}"),
+            detail: e.to_string(),
+        })?;
         out.push((key.trim_start_matches(KEYS_PREFIX).to_string(), record));
     }
     Ok(out)

@@ -73,7 +73,13 @@ impl PackBuilder {
     }
 
     /// Appends a blob; `seal` writes the sealed bytes to the end of the buffer.
-    pub fn add(&mut self, kind: BlobKind, id: BlobId, raw_len: usize, seal: impl FnOnce(&mut Vec<u8>)) {
+    pub fn add(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        raw_len: usize,
+        seal: impl FnOnce(&mut Vec<u8>),
+    ) {
         if self.buf.capacity() == 0 && kind == BlobKind::Data {
             // One allocation for the whole pack and its trailer (growth by doubling
             // would reserve 64 MiB). Callers cut packs before they pass the target.
@@ -100,7 +106,11 @@ impl PackBuilder {
         buf.extend_from_slice(&trailer_len.to_le_bytes());
         buf.extend_from_slice(MAGIC);
         let id = PackId(*blake3::hash(&buf).as_bytes());
-        FinishedPack { id, bytes: bytes::Bytes::from(buf), entries }
+        FinishedPack {
+            id,
+            bytes: bytes::Bytes::from(buf),
+            entries,
+        }
     }
 }
 
@@ -112,7 +122,10 @@ pub enum PackError {
 
 /// Reads the trailer length from a pack's footer.
 pub fn parse_footer(pack: &PackId, footer: &[u8]) -> Result<usize, PackError> {
-    let damaged = |what: &str| PackError::Damaged { pack: pack.to_string(), what: what.into() };
+    let damaged = |what: &str| PackError::Damaged {
+        pack: pack.to_string(),
+        what: what.into(),
+    };
     if footer.len() < FOOTER_LEN || &footer[footer.len() - 8..] != MAGIC {
         return Err(damaged("the footer is missing (truncated pack?)"));
     }
@@ -121,15 +134,29 @@ pub fn parse_footer(pack: &PackId, footer: &[u8]) -> Result<usize, PackError> {
 }
 
 /// Opens a sealed trailer and checks that its entries fit in a pack of `pack_size`.
-pub fn parse_trailer(keys: &Keys, pack: &PackId, sealed: &[u8], pack_size: u64) -> Result<Vec<PackEntry>, PackError> {
-    let damaged = |what: String| PackError::Damaged { pack: pack.to_string(), what };
-    let plain = keys.cipher.open(sealed).map_err(|_| damaged("its trailer fails authentication".into()))?;
-    let entries: Vec<PackEntry> =
-        postcard::from_bytes(&plain).map_err(|e| damaged(format!("its trailer cannot be decoded: {e}")))?;
+pub fn parse_trailer(
+    keys: &Keys,
+    pack: &PackId,
+    sealed: &[u8],
+    pack_size: u64,
+) -> Result<Vec<PackEntry>, PackError> {
+    let damaged = |what: String| PackError::Damaged {
+        pack: pack.to_string(),
+        what,
+    };
+    let plain = keys
+        .cipher
+        .open(sealed)
+        .map_err(|_| damaged("its trailer fails authentication".into()))?;
+    let entries: Vec<PackEntry> = postcard::from_bytes(&plain)
+        .map_err(|e| damaged(format!("its trailer cannot be decoded: {e}")))?;
     let data_end = pack_size.saturating_sub((sealed.len() + FOOTER_LEN) as u64);
     for e in &entries {
         if e.offset as u64 + e.length as u64 > data_end {
-            return Err(damaged(format!("blob {} lies beyond the end of the data", e.id.short())));
+            return Err(damaged(format!(
+                "blob {} lies beyond the end of the data",
+                e.id.short()
+            )));
         }
     }
     Ok(entries)
@@ -139,10 +166,12 @@ pub fn parse_trailer(keys: &Keys, pack: &PackId, sealed: &[u8], pack_size: u64) 
 pub fn parse_whole(keys: &Keys, pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>, PackError> {
     let trailer_len = parse_footer(pack, bytes)?;
     let end = bytes.len() - FOOTER_LEN;
-    let start = end.checked_sub(trailer_len).ok_or_else(|| PackError::Damaged {
-        pack: pack.to_string(),
-        what: "the trailer length exceeds the pack (truncated pack?)".into(),
-    })?;
+    let start = end
+        .checked_sub(trailer_len)
+        .ok_or_else(|| PackError::Damaged {
+            pack: pack.to_string(),
+            what: "the trailer length exceeds the pack (truncated pack?)".into(),
+        })?;
     parse_trailer(keys, pack, &bytes[start..end], bytes.len() as u64)
 }
 
@@ -160,7 +189,9 @@ mod tests {
             let data = vec![i; 1000 + i as usize];
             let id = BlobId(keys.blob_id(&data));
             ids.push((id, data.clone()));
-            b.add(BlobKind::Data, id, data.len(), |out| blob::seal_into(&keys, &data, out));
+            b.add(BlobKind::Data, id, data.len(), |out| {
+                blob::seal_into(&keys, &data, out)
+            });
         }
         let p = b.finish(&keys);
         assert_eq!(p.id.0, *blake3::hash(&p.bytes).as_bytes());

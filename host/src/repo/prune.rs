@@ -34,7 +34,12 @@ struct Mark {
 }
 
 fn read_marks(repo: &Repository) -> Result<Vec<(String, Mark)>> {
-    let keys: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
+    let keys: Vec<String> = repo
+        .store()
+        .list(PREFIX)?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     let mut out = Vec::new();
     for (key, r) in keys.iter().zip(repo.store().get_many(&keys, 8)) {
         let bytes = match r {
@@ -42,12 +47,18 @@ fn read_marks(repo: &Repository) -> Result<Vec<(String, Mark)>> {
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         };
-        let plain = repo.keys().cipher.open(&bytes).map_err(|_| super::RepoError::Damaged {
+        let plain = repo
+            .keys()
+            .cipher
+            .open(&bytes)
+            .map_err(|_| super::RepoError::Damaged {
+                what: format!("prune mark {key}"),
+                detail: "it fails authentication".into(),
+            })?;
+        let mark: Mark = serde_json::from_slice(&plain).map_err(|e| super::RepoError::Damaged {
             what: format!("prune mark {key}"),
-            detail: "it fails authentication".into(),
+            detail: e.to_string(),
         })?;
-        let mark: Mark = serde_json::from_slice(&plain)
-            .map_err(|e| super::RepoError::Damaged { what: format!("prune mark {key}"), detail: e.to_string() })?;
         out.push((key.clone(), mark));
     }
     Ok(out)
@@ -55,7 +66,10 @@ fn read_marks(repo: &Repository) -> Result<Vec<(String, Mark)>> {
 
 /// Packs currently marked for deletion.
 pub fn marked_packs(repo: &Repository) -> Result<HashSet<PackId>> {
-    Ok(read_marks(repo)?.into_iter().flat_map(|(_, m)| m.packs).collect())
+    Ok(read_marks(repo)?
+        .into_iter()
+        .flat_map(|(_, m)| m.packs)
+        .collect())
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +83,11 @@ pub struct PruneOptions {
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { grace: std::time::Duration::from_secs(24 * 3600), max_unused: 0.25, dry_run: false }
+        PruneOptions {
+            grace: std::time::Duration::from_secs(24 * 3600),
+            max_unused: 0.25,
+            dry_run: false,
+        }
     }
 }
 
@@ -115,22 +133,37 @@ pub fn referenced_blobs(repo: &Repository) -> Result<(usize, HashSet<BlobId>)> {
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
     let (n_snaps, used) = referenced_blobs(repo)?;
     report.snapshots = n_snaps;
     report.referenced_blobs = used.len();
 
-    let listed_index: Vec<String> = repo.store().list(index::PREFIX)?.into_iter().map(|o| o.key).collect();
-    let (indexed, index_keys) = index::fold(repo, HashMap::<PackId, IndexPack>::new, |indexed, _, file| {
-        for p in file.packs {
-            indexed.insert(p.id, p);
-        }
-    })?;
+    let listed_index: Vec<String> = repo
+        .store()
+        .list(index::PREFIX)?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let (indexed, index_keys) = index::fold(
+        repo,
+        HashMap::<PackId, IndexPack>::new,
+        |indexed, _, file| {
+            for p in file.packs {
+                indexed.insert(p.id, p);
+            }
+        },
+    )?;
     report.index_files_before = index_keys.len();
     let listed: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = listed.len();
     let marks = read_marks(repo)?;
-    let already_marked: HashSet<PackId> = marks.iter().flat_map(|(_, m)| m.packs.iter().copied()).collect();
+    let already_marked: HashSet<PackId> = marks
+        .iter()
+        .flat_map(|(_, m)| m.packs.iter().copied())
+        .collect();
 
     // Phase 2: delete what earlier runs marked, once due and still unreferenced.
     let now = jiff::Timestamp::now();
@@ -152,7 +185,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
         due_marks.push(key.clone());
         for id in &mark.packs {
-            let Some(&size) = listed.get(id) else { continue };
+            let Some(&size) = listed.get(id) else {
+                continue;
+            };
             let blobs = match indexed.get(id) {
                 Some(p) => p.blobs.clone(),
                 None => match repo.read_pack_trailer(id, size) {
@@ -193,7 +228,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 report.bytes_marked += size;
             }
             Some(p) => {
-                let live: u64 = p.blobs.iter().filter(|b| used.contains(&b.id)).map(|b| b.length as u64).sum();
+                let live: u64 = p
+                    .blobs
+                    .iter()
+                    .filter(|b| used.contains(&b.id))
+                    .map(|b| b.length as u64)
+                    .sum();
                 let total: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
                 if live == 0 {
                     to_mark.push(*id);
@@ -217,7 +257,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     if !to_repack.is_empty() {
         let new_packs = repack(repo, &to_repack, &used)?;
         if !new_packs.is_empty() {
-            index::write(repo, &IndexFile { packs: new_packs, supersedes: vec![] })?;
+            index::write(
+                repo,
+                &IndexFile {
+                    packs: new_packs,
+                    supersedes: vec![],
+                },
+            )?;
             report.index_files_after += 1;
         }
         for p in &to_repack {
@@ -226,8 +272,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     if !to_mark.is_empty() {
-        let mark = Mark { time: now, packs: to_mark };
-        let sealed = repo.keys().cipher.seal(&serde_json::to_vec(&mark).expect("serialising a mark"));
+        let mark = Mark {
+            time: now,
+            packs: to_mark,
+        };
+        let sealed = repo
+            .keys()
+            .cipher
+            .seal(&serde_json::to_vec(&mark).expect("serialising a mark"));
         let key = format!("{PREFIX}{}", hex::encode(blake3::hash(&sealed).as_bytes()));
         repo.store().put(&key, Bytes::from(sealed))?;
     }
@@ -235,10 +287,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // Compact the index (dropping deleted packs) before deleting anything it lists.
     report.index_files_after += report.index_files_before;
     if !deleted.is_empty() || index_keys.len() > 16 {
-        let packs: Vec<IndexPack> =
-            indexed.into_values().filter(|p| !deleted.contains(&p.id) && listed.contains_key(&p.id)).collect();
+        let packs: Vec<IndexPack> = indexed
+            .into_values()
+            .filter(|p| !deleted.contains(&p.id) && listed.contains_key(&p.id))
+            .collect();
         let repack_files = report.index_files_after - report.index_files_before;
-        report.index_files_after = index::compact(repo, packs, &listed_index, COMPACTED_PACKS)? + repack_files;
+        report.index_files_after =
+            index::compact(repo, packs, &listed_index, COMPACTED_PACKS)? + repack_files;
     }
     for id in &deleted {
         repo.store().delete(&pack::key(id))?;
@@ -254,14 +309,20 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 /// into place; a process killed mid-write leaves the staging file behind, invisible to
 /// listings. Those older than the grace period (and at least an hour) are removed.
 fn remove_stale_staging(repo: &Repository, grace: std::time::Duration) -> usize {
-    let Some(root) = repo.store().location().local_path() else { return 0 };
+    let Some(root) = repo.store().location().local_path() else {
+        return 0;
+    };
     // At least an hour, whatever the grace period: a running upload is younger.
     let age = grace.max(std::time::Duration::from_secs(3600));
-    let cutoff = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+    let cutoff = std::time::SystemTime::now()
+        .checked_sub(age)
+        .unwrap_or(std::time::UNIX_EPOCH);
     let mut removed = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let Ok(meta) = e.metadata() else { continue };
             if meta.is_dir() {
@@ -277,26 +338,43 @@ fn remove_stale_staging(repo: &Repository, grace: std::time::Duration) -> usize 
     removed
 }
 
-fn repack(repo: &Repository, packs: &[&IndexPack], used: &HashSet<BlobId>) -> Result<Vec<IndexPack>> {
+fn repack(
+    repo: &Repository,
+    packs: &[&IndexPack],
+    used: &HashSet<BlobId>,
+) -> Result<Vec<IndexPack>> {
     let mut out = Vec::new();
     let mut builder = PackBuilder::default();
     let flush = |b: PackBuilder, out: &mut Vec<IndexPack>| -> Result<()> {
         let f = b.finish(repo.keys());
         let size = f.bytes.len() as u64;
         repo.store().put(&pack::key(&f.id), f.bytes)?;
-        out.push(IndexPack { id: f.id, size, blobs: f.entries });
+        out.push(IndexPack {
+            id: f.id,
+            size,
+            blobs: f.entries,
+        });
         Ok(())
     };
     let mut copied = HashSet::new();
     for p in packs {
-        let live: Vec<_> = p.blobs.iter().filter(|b| used.contains(&b.id) && copied.insert(b.id)).collect();
-        let ranges: Vec<_> = live.iter().map(|b| b.offset as u64..b.offset as u64 + b.length as u64).collect();
+        let live: Vec<_> = p
+            .blobs
+            .iter()
+            .filter(|b| used.contains(&b.id) && copied.insert(b.id))
+            .collect();
+        let ranges: Vec<_> = live
+            .iter()
+            .map(|b| b.offset as u64..b.offset as u64 + b.length as u64)
+            .collect();
         let data = repo.store().get_ranges(&pack::key(&p.id), &ranges)?;
         for (b, sealed) in live.iter().zip(data) {
             if !builder.is_empty() && builder.len() + sealed.len() > pack::TARGET_SIZE {
                 flush(std::mem::take(&mut builder), &mut out)?;
             }
-            builder.add(b.kind, b.id, b.raw_len as usize, |o| o.extend_from_slice(&sealed));
+            builder.add(b.kind, b.id, b.raw_len as usize, |o| {
+                o.extend_from_slice(&sealed)
+            });
         }
     }
     if !builder.is_empty() {

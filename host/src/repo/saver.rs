@@ -36,7 +36,13 @@ pub fn load_known(repo: &Repository) -> Result<Known> {
     let marked = prune::marked_packs(repo)?;
     let ((mut blobs, mut trees, indexed), _) = index::fold(
         repo,
-        || (KnownBlobs::default(), Locations::default(), std::collections::HashSet::new()),
+        || {
+            (
+                KnownBlobs::default(),
+                Locations::default(),
+                std::collections::HashSet::new(),
+            )
+        },
         |(blobs, trees, indexed), _, file| {
             for p in &file.packs {
                 indexed.insert(p.id);
@@ -66,7 +72,11 @@ pub fn load_known(repo: &Repository) -> Result<Known> {
             Err(e) => tracing::warn!("not reusing unindexed pack {}: {e}", id.short()),
         }
     }
-    Ok(Known { blobs, trees, adopted })
+    Ok(Known {
+        blobs,
+        trees,
+        adopted,
+    })
 }
 
 /// Counters of what a backup added.
@@ -119,7 +129,10 @@ pub struct Saver {
 
 /// Threads for compressing and sealing.
 fn encoder_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8)
 }
 
 impl Saver {
@@ -147,7 +160,12 @@ impl Saver {
                     .expect("spawning an encoder thread")
             })
             .collect();
-        Saver { shared, jobs: Some(job_tx), encoders, adopted }
+        Saver {
+            shared,
+            jobs: Some(job_tx),
+            encoders,
+            adopted,
+        }
     }
 
     pub fn repo(&self) -> &Repository {
@@ -164,12 +182,9 @@ impl Saver {
     }
 
     fn take_error(&self) -> RepoError {
-        self.shared
-            .error
-            .lock()
-            .unwrap()
-            .take()
-            .unwrap_or_else(|| RepoError::Invalid("the backup pipeline stopped after an earlier error".into()))
+        self.shared.error.lock().unwrap().take().unwrap_or_else(|| {
+            RepoError::Invalid("the backup pipeline stopped after an earlier error".into())
+        })
     }
 
     /// Registers a blob as present; `true` means it is new and must be [`submit`]ted.
@@ -183,7 +198,8 @@ impl Saver {
     pub fn submit(&self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
         self.check()?;
         let jobs = self.jobs.as_ref().expect("the saver is running");
-        jobs.send(Job { kind, id, data }).map_err(|_| self.take_error())
+        jobs.send(Job { kind, id, data })
+            .map_err(|_| self.take_error())
     }
 
     /// Like [`save`](Saver::save) for borrowed data, copied only if it is new.
@@ -224,7 +240,13 @@ impl Saver {
         let packs_uploaded = packs.len() as u64;
         packs.append(&mut self.adopted);
         if !packs.is_empty() {
-            index::write(&self.shared.repo, &IndexFile { packs, supersedes: vec![] })?;
+            index::write(
+                &self.shared.repo,
+                &IndexFile {
+                    packs,
+                    supersedes: vec![],
+                },
+            )?;
         }
         let s = &self.shared;
         Ok(SaveStats {
@@ -259,8 +281,12 @@ fn encode_loop(shared: &Shared, jobs: Receiver<Job>) {
         sealed.clear();
         blob::seal_into(keys, &job.data, &mut sealed);
         shared.blobs_new.fetch_add(1, Ordering::Relaxed);
-        shared.bytes_new.fetch_add(job.data.len() as u64, Ordering::Relaxed);
-        shared.bytes_stored.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        shared
+            .bytes_new
+            .fetch_add(job.data.len() as u64, Ordering::Relaxed);
+        shared
+            .bytes_stored
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let builder = match job.kind {
             BlobKind::Data => &shared.data_pack,
             BlobKind::Tree => &shared.tree_pack,
@@ -269,8 +295,11 @@ fn encode_loop(shared: &Shared, jobs: Receiver<Job>) {
             // Cut the pack before it would pass the target size, so that one buffer
             // of the target size holds any pack without growing.
             let mut b = builder.lock().unwrap();
-            let full = (!b.is_empty() && b.len() + sealed.len() > pack::TARGET_SIZE).then(|| std::mem::take(&mut *b));
-            b.add(job.kind, job.id, job.data.len(), |out| out.extend_from_slice(&sealed));
+            let full = (!b.is_empty() && b.len() + sealed.len() > pack::TARGET_SIZE)
+                .then(|| std::mem::take(&mut *b));
+            b.add(job.kind, job.id, job.data.len(), |out| {
+                out.extend_from_slice(&sealed)
+            });
             full
         };
         if let Some(full) = full {
@@ -286,7 +315,11 @@ fn upload(shared: &Shared, p: FinishedPack) {
     }
     let size = p.bytes.len() as u64;
     match shared.repo.store().put(&pack::key(&p.id), p.bytes) {
-        Ok(()) => shared.uploaded.lock().unwrap().push(IndexPack { id: p.id, size, blobs: p.entries }),
+        Ok(()) => shared.uploaded.lock().unwrap().push(IndexPack {
+            id: p.id,
+            size,
+            blobs: p.entries,
+        }),
         Err(e) => shared.fail(e.into()),
     }
 }

@@ -116,8 +116,15 @@ pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
 }
 
 /// Every snapshot, oldest first, and the records that cannot be read.
-pub fn list_all(repo: &Repository) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, RepoError)>)> {
-    let keys: Vec<String> = repo.store().list(PREFIX)?.into_iter().map(|o| o.key).collect();
+pub fn list_all(
+    repo: &Repository,
+) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, RepoError)>)> {
+    let keys: Vec<String> = repo
+        .store()
+        .list(PREFIX)?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     let mut out = Vec::with_capacity(keys.len());
     let mut damaged = Vec::new();
     for (key, r) in keys.iter().zip(repo.store().get_many(&keys, 16)) {
@@ -126,7 +133,12 @@ pub fn list_all(repo: &Repository) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(
             Err(e) if e.is_not_found() => continue, // forgotten meanwhile
             Err(e) => return Err(e.into()),
         };
-        let Some(id) = key.strip_prefix(PREFIX).and_then(|h| h.parse::<SnapshotId>().ok()) else { continue };
+        let Some(id) = key
+            .strip_prefix(PREFIX)
+            .and_then(|h| h.parse::<SnapshotId>().ok())
+        else {
+            continue;
+        };
         match decode(repo, key, &bytes) {
             Ok(s) => out.push((id, s)),
             Err(e) => damaged.push((key.clone(), e)),
@@ -137,18 +149,27 @@ pub fn list_all(repo: &Repository) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(
 }
 
 fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<Snapshot> {
-    let damaged = |detail: String| RepoError::Damaged { what: format!("snapshot record {key}"), detail };
+    let damaged = |detail: String| RepoError::Damaged {
+        what: format!("snapshot record {key}"),
+        detail,
+    };
     if key.strip_prefix(PREFIX) != Some(hex::encode(blake3::hash(sealed).as_bytes()).as_str()) {
         return Err(damaged("its content does not hash to its name".into()));
     }
-    let json = repo.keys().cipher.open(sealed).map_err(|_| damaged("it fails authentication".into()))?;
+    let json = repo
+        .keys()
+        .cipher
+        .open(sealed)
+        .map_err(|_| damaged("it fails authentication".into()))?;
     serde_json::from_slice(&json).map_err(|e| damaged(e.to_string()))
 }
 
 /// Loads one snapshot by id, unique id prefix, or `latest`.
 pub fn find(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
     if spec == "latest" {
-        return list(repo)?.pop().ok_or_else(|| RepoError::NoSuchSnapshot(spec.into()));
+        return list(repo)?
+            .pop()
+            .ok_or_else(|| RepoError::NoSuchSnapshot(spec.into()));
     }
     if spec.len() < 4 || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(RepoError::Invalid(format!(
@@ -167,7 +188,10 @@ pub fn find(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         [one] => {
             let key = format!("{PREFIX}{one}");
             let bytes = repo.store().get(&key)?;
-            Ok((one.parse().expect("listed snapshot keys are hex"), decode(repo, &key, &bytes)?))
+            Ok((
+                one.parse().expect("listed snapshot keys are hex"),
+                decode(repo, &key, &bytes)?,
+            ))
         }
         [] => Err(RepoError::NoSuchSnapshot(spec)),
         many => Err(RepoError::AmbiguousSnapshot {

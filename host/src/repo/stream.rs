@@ -69,11 +69,18 @@ pub fn write<R: Read>(
     s.bytes_stored = stats.bytes_stored;
     s.packs_uploaded = stats.packs_uploaded;
     s.seconds = started.elapsed().as_secs_f64();
-    Ok(StreamResult { snapshot, bytes: total })
+    Ok(StreamResult {
+        snapshot,
+        bytes: total,
+    })
 }
 
 /// Writes a stream and records the snapshot in one go.
-pub fn backup<R: Read>(repo: &Repository, reader: R, spec: StreamBackup) -> Result<(SnapshotId, Snapshot)> {
+pub fn backup<R: Read>(
+    repo: &Repository,
+    reader: R,
+    spec: StreamBackup,
+) -> Result<(SnapshotId, Snapshot)> {
     let r = write(repo, reader, spec, &mut |_| {})?;
     let id = r.snapshot.save(repo)?;
     Ok((id, r.snapshot))
@@ -91,18 +98,30 @@ pub struct StreamReader {
 
 impl StreamReader {
     /// Opens the single file of a stream snapshot (or the file named `name`).
-    pub fn open(repo: &Repository, snapshot: &Snapshot, name: Option<&str>) -> Result<StreamReader> {
+    pub fn open(
+        repo: &Repository,
+        snapshot: &Snapshot,
+        name: Option<&str>,
+    ) -> Result<StreamReader> {
         let trees = Locations::load(repo, |kind, _| kind == BlobKind::Tree)?;
         let tree = Tree::load(repo, &trees, &snapshot.root)?;
         let node = match name {
             Some(n) => tree.find(n.as_bytes()),
-            None if tree.nodes.len() == 1 && tree.nodes[0].kind == NodeKind::File => tree.nodes.first(),
+            None if tree.nodes.len() == 1 && tree.nodes[0].kind == NodeKind::File => {
+                tree.nodes.first()
+            }
             None => None,
         }
-        .ok_or_else(|| RepoError::Invalid("the snapshot does not hold a single stream; name the file to read".into()))?
+        .ok_or_else(|| {
+            RepoError::Invalid(
+                "the snapshot does not hold a single stream; name the file to read".into(),
+            )
+        })?
         .clone();
         let wanted: std::collections::HashSet<BlobId> = node.content.iter().copied().collect();
-        let locations = Locations::load(repo, |kind, id| kind == BlobKind::Data && wanted.contains(id))?;
+        let locations = Locations::load(repo, |kind, id| {
+            kind == BlobKind::Data && wanted.contains(id)
+        })?;
         let (tx, rx) = bounded(8);
         let repo = repo.clone();
         let size = node.size;
@@ -114,7 +133,13 @@ impl StreamReader {
                 }
             })
             .expect("spawning the stream reader");
-        Ok(StreamReader { chunks: rx, current: vec![], pos: 0, size, worker: Some(worker) })
+        Ok(StreamReader {
+            chunks: rx,
+            current: vec![],
+            pos: 0,
+            size,
+            worker: Some(worker),
+        })
     }
 }
 
@@ -130,20 +155,28 @@ fn fetch_in_order(
     let mut i = 0;
     while i < content.len() {
         // Gather a run of blobs that lie back to back in one pack.
-        let first = locations.get(&content[i]).ok_or_else(|| RepoError::BlobNotIndexed { blob: content[i].to_string() })?;
+        let first = locations
+            .get(&content[i])
+            .ok_or_else(|| RepoError::BlobNotIndexed {
+                blob: content[i].to_string(),
+            })?;
         let start = first.offset as u64;
         let mut end = start + first.length as u64;
         let mut j = i + 1;
         while j < content.len() {
             match locations.get(&content[j]) {
-                Some(l) if l.pack == first.pack && l.offset as u64 == end && end - start < MAX_SPAN => {
+                Some(l)
+                    if l.pack == first.pack && l.offset as u64 == end && end - start < MAX_SPAN =>
+                {
                     end += l.length as u64;
                     j += 1;
                 }
                 _ => break,
             }
         }
-        let span = repo.store().get_range(&pack::key(&locations.pack(first.pack)), start..end)?;
+        let span = repo
+            .store()
+            .get_range(&pack::key(&locations.pack(first.pack)), start..end)?;
         for id in &content[i..j] {
             let l = locations.get(id).expect("located above");
             let off = (l.offset as u64 - start) as usize;
@@ -202,7 +235,11 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if i % 3 == 0 { b'k' } else { x as u8 }
+                if i % 3 == 0 {
+                    b'k'
+                } else {
+                    x as u8
+                }
             })
             .collect()
     }
@@ -211,7 +248,11 @@ mod tests {
         StreamBackup {
             name: name.into(),
             chunking: StreamKind::Bbolt,
-            source: Source { kind: "stream".into(), paths: vec![name.into()], meta: Default::default() },
+            source: Source {
+                kind: "stream".into(),
+                paths: vec![name.into()],
+                meta: Default::default(),
+            },
             tags: vec![],
         }
     }
@@ -223,7 +264,10 @@ mod tests {
         let (_, first) = backup(&repo, &original[..], spec("etcd.db")).unwrap();
         assert_eq!(first.summary.total_bytes, original.len() as u64);
         let mut back = Vec::new();
-        StreamReader::open(&repo, &first, None).unwrap().read_to_end(&mut back).unwrap();
+        StreamReader::open(&repo, &first, None)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, original);
 
         // Change 4 KiB in the middle: only a chunk or two is new.
@@ -232,7 +276,10 @@ mod tests {
         let (_, second) = backup(&repo, &edited[..], spec("etcd.db")).unwrap();
         assert!(second.summary.bytes_new < 600_000, "{:?}", second.summary);
         let mut back = Vec::new();
-        StreamReader::open(&repo, &second, Some("etcd.db")).unwrap().read_to_end(&mut back).unwrap();
+        StreamReader::open(&repo, &second, Some("etcd.db"))
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, edited);
     }
 
@@ -241,7 +288,10 @@ mod tests {
         let repo = repo();
         let (_, snap) = backup(&repo, &b""[..], spec("empty")).unwrap();
         let mut back = Vec::new();
-        StreamReader::open(&repo, &snap, None).unwrap().read_to_end(&mut back).unwrap();
+        StreamReader::open(&repo, &snap, None)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
         assert!(back.is_empty());
     }
 }

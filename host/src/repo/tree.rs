@@ -78,19 +78,27 @@ pub struct Tree {
 
 impl Tree {
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
     }
 
     /// Stores the tree (sorted) and returns its id.
     pub fn save(mut self, saver: &Saver) -> Result<BlobId> {
         self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        saver.save(BlobKind::Tree, postcard::to_stdvec(&self).expect("serialising a tree"))
+        saver.save(
+            BlobKind::Tree,
+            postcard::to_stdvec(&self).expect("serialising a tree"),
+        )
     }
 
     pub fn load(repo: &Repository, locations: &Locations, id: &BlobId) -> Result<Tree> {
         let bytes = repo.read_blob(locations, id)?;
-        postcard::from_bytes(&bytes)
-            .map_err(|e| RepoError::Damaged { what: format!("tree {}", id.short()), detail: e.to_string() })
+        postcard::from_bytes(&bytes).map_err(|e| RepoError::Damaged {
+            what: format!("tree {}", id.short()),
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -111,7 +119,11 @@ pub fn walk(
     ) -> Result<()> {
         let tree = Tree::load(repo, locations, id)?;
         for node in &tree.nodes {
-            let path = if prefix.is_empty() { node.name_lossy() } else { format!("{prefix}/{}", node.name_lossy()) };
+            let path = if prefix.is_empty() {
+                node.name_lossy()
+            } else {
+                format!("{prefix}/{}", node.name_lossy())
+            };
             visit(&path, node)?;
             if let Some(sub) = &node.subtree {
                 go(repo, locations, &path, sub, visit)?;
@@ -134,5 +146,7 @@ pub fn locations_for(repo: &Repository, roots: &[BlobId]) -> Result<Locations> {
             Ok(())
         })?;
     }
-    Locations::load(repo, |kind, id| kind == BlobKind::Tree || needed.contains(id))
+    Locations::load(repo, |kind, id| {
+        kind == BlobKind::Tree || needed.contains(id)
+    })
 }

@@ -42,19 +42,37 @@ impl StoreError {
             || has("Forbidden")
             || has("status 403")
             || has("status 401")
-            || matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
+            || matches!(
+                e,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            )
         {
-            let reason = ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden"]
-                .into_iter()
-                .find(|n| has(n))
-                .unwrap_or("the server refused the credentials")
-                .to_string();
+            let reason = [
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+                "Forbidden",
+            ]
+            .into_iter()
+            .find(|n| has(n))
+            .unwrap_or("the server refused the credentials")
+            .to_string();
             return StoreError::AccessDenied { location, reason };
         }
         match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { location, key: key.to_string() },
-            object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists { location, key: key.to_string() },
-            other => StoreError::Other { location, message: format!("{key}: {other}") },
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                location,
+                key: key.to_string(),
+            },
+            object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists {
+                location,
+                key: key.to_string(),
+            },
+            other => StoreError::Other {
+                location,
+                message: format!("{key}: {other}"),
+            },
         }
     }
 

@@ -23,7 +23,11 @@ pub enum Location {
     /// A directory on a local disk or a network mount.
     Local(PathBuf),
     /// An object store addressed by URL (`s3://`, `gs://`, `az://`): bucket plus prefix.
-    Cloud { url: Url, bucket: String, prefix: String },
+    Cloud {
+        url: Url,
+        bucket: String,
+        prefix: String,
+    },
     /// A store that lives in this process only (tests, experiments).
     Memory(String),
 }
@@ -41,9 +45,9 @@ impl StoreOptions {
     pub fn parse(pairs: &[String]) -> Result<StoreOptions, String> {
         let mut options = Vec::new();
         for p in pairs {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| format!("store option `{p}` is not KEY=VALUE (e.g. endpoint=http://127.0.0.1:3900)"))?;
+            let (k, v) = p.split_once('=').ok_or_else(|| {
+                format!("store option `{p}` is not KEY=VALUE (e.g. endpoint=http://127.0.0.1:3900)")
+            })?;
             options.push((k.trim().to_string(), v.trim().to_string()));
         }
         Ok(StoreOptions { options })
@@ -54,7 +58,10 @@ impl Location {
     /// Parses `/path`, `./path`, `file:///path`, `s3://bucket/prefix`, `gs://...`,
     /// `az://container/prefix` or `memory://name`.
     pub fn parse(s: &str) -> Result<Location, StoreError> {
-        let bad = |message: String| StoreError::BadLocation { location: s.to_string(), message };
+        let bad = |message: String| StoreError::BadLocation {
+            location: s.to_string(),
+            message,
+        };
         if s.is_empty() {
             return Err(bad("the repository location is empty".into()));
         }
@@ -64,20 +71,32 @@ impl Location {
         let url = Url::parse(s).map_err(|e| bad(format!("not a valid URL: {e}")))?;
         match url.scheme() {
             "file" => {
-                let p = url.to_file_path().map_err(|_| bad("file:// URLs need an absolute path".into()))?;
+                let p = url
+                    .to_file_path()
+                    .map_err(|_| bad("file:// URLs need an absolute path".into()))?;
                 Ok(Location::Local(p))
             }
-            "memory" => Ok(Location::Memory(format!("{}{}", url.host_str().unwrap_or(""), url.path()))),
+            "memory" => Ok(Location::Memory(format!(
+                "{}{}",
+                url.host_str().unwrap_or(""),
+                url.path()
+            ))),
             "azure" | "abfs" | "abfss" => Err(bad(
                 "use az://CONTAINER/PREFIX, with the account in AZURE_STORAGE_ACCOUNT_NAME".into(),
             )),
             "s3" | "s3a" | "gs" | "az" => {
                 let bucket = url.host_str().unwrap_or_default().to_string();
                 if bucket.is_empty() {
-                    return Err(bad("the URL names no bucket: use SCHEME://BUCKET/PREFIX".into()));
+                    return Err(bad(
+                        "the URL names no bucket: use SCHEME://BUCKET/PREFIX".into()
+                    ));
                 }
                 let prefix = url.path().trim_matches('/').to_string();
-                Ok(Location::Cloud { url, bucket, prefix })
+                Ok(Location::Cloud {
+                    url,
+                    bucket,
+                    prefix,
+                })
             }
             other => Err(bad(format!(
                 "unknown scheme `{other}`: use a path, file://, s3://, gs://, az:// or memory://"
@@ -93,7 +112,10 @@ impl Location {
     }
 
     pub(super) fn build(&self, options: &StoreOptions) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        let fail = |message: String| StoreError::BadLocation { location: self.to_string(), message };
+        let fail = |message: String| StoreError::BadLocation {
+            location: self.to_string(),
+            message,
+        };
         let retry = RetryConfig {
             max_retries: 6,
             retry_timeout: Duration::from_secs(90),
@@ -110,7 +132,10 @@ impl Location {
             Location::Memory(name) => {
                 static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
                 let mut stores = STORES.get_or_init(Default::default).lock().unwrap();
-                Ok(stores.entry(name.clone()).or_insert_with(|| Arc::new(InMemory::new())).clone())
+                Ok(stores
+                    .entry(name.clone())
+                    .or_insert_with(|| Arc::new(InMemory::new()))
+                    .clone())
             }
             Location::Cloud { url, prefix, .. } => {
                 let base = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
@@ -123,14 +148,18 @@ impl Location {
                         Arc::new(b.build().map_err(|e| fail(e.to_string()))?)
                     }
                     "gs" => {
-                        let mut b = GoogleCloudStorageBuilder::from_env().with_url(base).with_retry(retry);
+                        let mut b = GoogleCloudStorageBuilder::from_env()
+                            .with_url(base)
+                            .with_retry(retry);
                         for (k, v) in &options.options {
                             b = b.with_config(k.parse().map_err(|e| fail(format!("{e}")))?, v);
                         }
                         Arc::new(b.build().map_err(|e| fail(e.to_string()))?)
                     }
                     _ => {
-                        let mut b = MicrosoftAzureBuilder::from_env().with_url(base).with_retry(retry);
+                        let mut b = MicrosoftAzureBuilder::from_env()
+                            .with_url(base)
+                            .with_retry(retry);
                         for (k, v) in &options.options {
                             b = b.with_config(k.parse().map_err(|e| fail(format!("{e}")))?, v);
                         }
@@ -153,7 +182,11 @@ impl fmt::Display for Location {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
             Location::Memory(n) => write!(f, "memory://{n}"),
-            Location::Cloud { url, bucket, prefix } => {
+            Location::Cloud {
+                url,
+                bucket,
+                prefix,
+            } => {
                 write!(f, "{}://{bucket}", url.scheme())?;
                 if !prefix.is_empty() {
                     write!(f, "/{prefix}")?;
@@ -174,8 +207,12 @@ mod tests {
 
     #[test]
     fn parses_the_supported_forms() {
-        assert!(matches!(Location::parse("/srv/repo").unwrap(), Location::Local(p) if p == PathBuf::from("/srv/repo")));
-        assert!(matches!(Location::parse("file:///srv/repo").unwrap(), Location::Local(p) if p == PathBuf::from("/srv/repo")));
+        assert!(
+            matches!(Location::parse("/srv/repo").unwrap(), Location::Local(p) if p == PathBuf::from("/srv/repo"))
+        );
+        assert!(
+            matches!(Location::parse("file:///srv/repo").unwrap(), Location::Local(p) if p == PathBuf::from("/srv/repo"))
+        );
         match Location::parse("s3://bucket/some/prefix/").unwrap() {
             Location::Cloud { bucket, prefix, .. } => {
                 assert_eq!(bucket, "bucket");
@@ -183,7 +220,9 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(Location::parse("memory://t1").unwrap(), Location::Memory(n) if n == "t1"));
+        assert!(
+            matches!(Location::parse("memory://t1").unwrap(), Location::Memory(n) if n == "t1")
+        );
         let err = Location::parse("ftp://x/y").unwrap_err().to_string();
         assert!(err.contains("unknown scheme `ftp`"), "{err}");
         assert!(Location::parse("s3:///nobucket").is_err());
@@ -193,6 +232,9 @@ mod tests {
     fn display_hides_credentials() {
         let l = Location::parse("s3://user:secret@bucket/p?token=abc").unwrap();
         let shown = l.to_string();
-        assert!(!shown.contains("secret") && !shown.contains("abc"), "{shown}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("abc"),
+            "{shown}"
+        );
     }
 }

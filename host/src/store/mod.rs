@@ -125,7 +125,9 @@ impl Store {
 
     /// Fetches several objects concurrently; results come back in the order asked.
     pub fn get_many(&self, keys: &[String], concurrency: usize) -> Vec<Result<Bytes, StoreError>> {
-        self.counters.get.fetch_add(keys.len() as u64, Ordering::Relaxed);
+        self.counters
+            .get
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
         let inner = &self.inner;
         self.block_on(async {
             futures::stream::iter(keys.iter().map(|key| async move {
@@ -142,14 +144,18 @@ impl Store {
     pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         self.counters.get.fetch_add(1, Ordering::Relaxed);
         let path = Path::from(key);
-        self.block_on(self.inner.get_range(&path, range)).map_err(|e| self.err(key, e))
+        self.block_on(self.inner.get_range(&path, range))
+            .map_err(|e| self.err(key, e))
     }
 
     /// Reads several ranges of one object; adjacent ranges may be merged into one request.
     pub fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>, StoreError> {
-        self.counters.get.fetch_add(ranges.len() as u64, Ordering::Relaxed);
+        self.counters
+            .get
+            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
         let path = Path::from(key);
-        self.block_on(self.inner.get_ranges(&path, ranges)).map_err(|e| self.err(key, e))
+        self.block_on(self.inner.get_ranges(&path, ranges))
+            .map_err(|e| self.err(key, e))
     }
 
     /// Size of an object, or `None` if it does not exist.
@@ -178,11 +184,18 @@ impl Store {
     pub fn put_if_absent(&self, key: &str, data: Bytes) -> Result<Created, StoreError> {
         self.counters.put.fetch_add(1, Ordering::Relaxed);
         let path = Path::from(key);
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.block_on(self.inner.put_opts(&path, PutPayload::from_bytes(data.clone()), opts)) {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.block_on(
+            self.inner
+                .put_opts(&path, PutPayload::from_bytes(data.clone()), opts),
+        ) {
             Ok(_) => Ok(Created::Yes),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExisted),
-            Err(object_store::Error::NotImplemented) | Err(object_store::Error::NotSupported { .. }) => {
+            Err(object_store::Error::NotImplemented)
+            | Err(object_store::Error::NotSupported { .. }) => {
                 if self.head(key)?.is_some() {
                     return Ok(Created::AlreadyExisted);
                 }
@@ -201,7 +214,10 @@ impl Store {
             .map_err(|e| self.err(prefix, e))?;
         let mut out: Vec<ObjectInfo> = objects
             .into_iter()
-            .map(|m| ObjectInfo { key: m.location.to_string(), size: m.size })
+            .map(|m| ObjectInfo {
+                key: m.location.to_string(),
+                size: m.size,
+            })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
