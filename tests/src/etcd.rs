@@ -229,45 +229,31 @@ impl Etcd {
             .expect("etcdctl not found: apt-get install etcd-client")
     }
 
-    /// Writes `n` Kubernetes-like objects of about `size` bytes through the JSON
-    /// gateway (one HTTP connection, much faster than one etcdctl per key).
+    /// Writes `n` Kubernetes-like objects of about `size` bytes (compressible JSON).
     pub fn load(&self, prefix: &str, n: usize, size: usize) {
-        let script = r#"
-import base64, http.client, json, sys
-host, port = sys.argv[1].split(":")
-prefix, n, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-c = http.client.HTTPConnection(host, int(port))
-for i in range(n):
-    key = f"{prefix}{i:06d}".encode()
-    body = json.dumps({"kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}, "data": {"v": "x" * size, "i": i}}).encode()
-    req = json.dumps({"key": base64.b64encode(key).decode(), "value": base64.b64encode(body).decode()})
-    c.request("POST", "/v3/kv/put", req, {"Content-Type": "application/json"})
-    r = c.getresponse(); r.read()
-    if r.status != 200: sys.exit(f"put failed: {r.status}")
-"#;
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .args([&self.endpoint, prefix, &n.to_string(), &size.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "loading keys failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.put_many(prefix, n, size, "json");
     }
 
-    /// Writes `n` values of `size` random (incompressible) bytes, base64-encoded.
+    /// Writes `n` values of `size` random (incompressible) bytes.
     pub fn load_random(&self, prefix: &str, n: usize, size: usize) {
+        self.put_many(prefix, n, size, "random");
+    }
+
+    /// Puts through the JSON gateway on one HTTP connection (much faster than one
+    /// etcdctl per key); `kind` is `json` or `random`.
+    fn put_many(&self, prefix: &str, n: usize, size: usize, kind: &str) {
         let script = r#"
 import base64, http.client, json, os, sys
 host, port = sys.argv[1].split(":")
-prefix, n, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+prefix, n, size, kind = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 c = http.client.HTTPConnection(host, int(port))
 for i in range(n):
     key = f"{prefix}{i:06d}".encode()
-    req = json.dumps({"key": base64.b64encode(key).decode(), "value": base64.b64encode(os.urandom(size)).decode()})
+    if kind == "random":
+        value = os.urandom(size)
+    else:
+        value = json.dumps({"kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}, "data": {"v": "x" * size, "i": i}}).encode()
+    req = json.dumps({"key": base64.b64encode(key).decode(), "value": base64.b64encode(value).decode()})
     c.request("POST", "/v3/kv/put", req, {"Content-Type": "application/json"})
     r = c.getresponse(); r.read()
     if r.status != 200: sys.exit(f"put failed: {r.status}")
@@ -275,7 +261,13 @@ for i in range(n):
         let out = Command::new("python3")
             .arg("-c")
             .arg(script)
-            .args([&self.endpoint, prefix, &n.to_string(), &size.to_string()])
+            .args([
+                &self.endpoint,
+                prefix,
+                &n.to_string(),
+                &size.to_string(),
+                kind,
+            ])
             .output()
             .unwrap();
         assert!(
