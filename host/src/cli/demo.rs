@@ -163,9 +163,7 @@ fn demo_etcd(repo: &Repository, dir: &Path) -> Result<()> {
     let taken = crate::etcd::snapshot::take(repo, &opts, vec!["demo".into()], &mut |_| {})?;
     let exported = dir.join("etcd-snapshot.db");
     std::fs::remove_file(&exported).ok();
-    let mut reader =
-        crate::repo::stream::StreamReader::open(repo, &taken.snapshot, Some("etcd.db"))?;
-    std::io::copy(&mut reader, &mut std::fs::File::create(&exported)?)?;
+    crate::etcd::snapshot::export(repo, &taken.snapshot, &exported)?;
     let status = crate::etcd::status::of_file(&exported)?;
     println!(
         "3. etcd {} started at {}: 2000 objects written, snapshot {} streamed in ({} database, revision {}, sha256 verified)",

@@ -13,7 +13,6 @@ use super::output;
 use crate::etcd::connect::EtcdOptions;
 use crate::etcd::{snapshot, status};
 use crate::repo::snapshot as records;
-use crate::repo::stream::StreamReader;
 
 #[derive(Subcommand)]
 pub enum EtcdCommand {
@@ -204,22 +203,12 @@ fn take(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
 fn export(g: &GlobalArgs, a: ExportArgs) -> Result<i32> {
     let repo = g.open()?;
     let (id, snap) = records::find(&repo, &a.snapshot)?;
-    if snap.source.kind != "etcd" {
-        anyhow::bail!(
-            "snapshot {} is a `{}` backup, not an etcd snapshot",
-            id.short(),
-            snap.source.kind
-        );
-    }
-    let mut reader = StreamReader::open(&repo, &snap, Some("etcd.db"))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&a.out)
-        .with_context(|| format!("cannot create {} (it must not exist yet)", a.out.display()))?;
-    let n = std::io::copy(&mut reader, &mut file)
-        .with_context(|| format!("exporting snapshot {}", id.short()))?;
-    file.sync_all()?;
+    let n = snapshot::export(&repo, &snap, &a.out).with_context(|| {
+        format!(
+            "exporting snapshot {} (the file must not exist yet)",
+            id.short()
+        )
+    })?;
     if g.json {
         output::json(&json!({ "snapshot_id": id.to_string(), "file": a.out, "bytes": n }))?;
     } else {

@@ -167,3 +167,28 @@ pub fn take(
         source,
     })
 }
+
+/// Writes the database of an etcd snapshot (the bytes etcd sent, trailer included) to
+/// a new file; returns the bytes written. An existing file is never replaced.
+pub fn export(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    out: &std::path::Path,
+) -> Result<u64, EtcdError> {
+    let io = |e: std::io::Error| EtcdError::Repo(crate::repo::RepoError::io(out, e));
+    if snapshot.source.kind != "etcd" {
+        return Err(EtcdError::Repo(crate::repo::RepoError::Invalid(format!(
+            "this is a `{}` backup, not an etcd snapshot",
+            snapshot.source.kind
+        ))));
+    }
+    let mut reader = stream::StreamReader::open(repo, snapshot, Some("etcd.db"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(io)?;
+    let n = std::io::copy(&mut reader, &mut file).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(n)
+}
