@@ -37,6 +37,15 @@ impl Version {
         }
     }
 
+    /// The tool that lays out data directories: etcdctl for 3.4, etcdutl for 3.5.
+    pub fn restore_tool(self) -> String {
+        let name = match self {
+            Version::V3_4 => "etcdctl",
+            Version::V3_5 => "etcdutl",
+        };
+        self.program(name).display().to_string()
+    }
+
     pub fn program(self, name: &str) -> PathBuf {
         match self.bin_dir() {
             Some(d) => d.join(name),
@@ -52,6 +61,37 @@ pub struct Etcd {
     pub dir: TempDir,
     /// etcdctl flags for a TLS server.
     tls: Vec<String>,
+}
+
+/// A member's name and loopback ports, chosen before it starts.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub client: u16,
+    pub peer: u16,
+}
+
+impl Member {
+    pub fn new(name: &str) -> Member {
+        Member {
+            name: name.into(),
+            client: port(),
+            peer: port(),
+        }
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer)
+    }
+}
+
+/// `--initial-cluster` for these members.
+pub fn initial_cluster(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn port() -> u16 {
@@ -162,12 +202,42 @@ impl Etcd {
 
     fn start_with(version: Version, certs: Option<&Certs>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (port(), port());
+        let member = Member::new("m1");
+        let cluster = initial_cluster(std::slice::from_ref(&member));
+        let e = Etcd::spawn(version, dir, None, &member, &cluster, certs);
+        e.wait_healthy();
+        e
+    }
+
+    /// Starts a member on a data directory made by a restore; call
+    /// [`Etcd::wait_healthy`] once every member of its cluster is started.
+    pub fn start_restored(
+        version: Version,
+        data_dir: &Path,
+        member: &Member,
+        initial_cluster: &str,
+    ) -> Etcd {
+        let logs = tempfile::tempdir().unwrap();
+        Etcd::spawn(version, logs, Some(data_dir), member, initial_cluster, None)
+    }
+
+    fn spawn(
+        version: Version,
+        dir: TempDir,
+        data_dir: Option<&Path>,
+        member: &Member,
+        initial_cluster: &str,
+        certs: Option<&Certs>,
+    ) -> Etcd {
+        let (client, peer) = (member.client, member.peer);
         let scheme = if certs.is_some() { "https" } else { "http" };
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let data = data_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("data"));
         let mut cmd = Command::new(version.program("etcd"));
-        cmd.args(["--name", "m1", "--data-dir"])
-            .arg(dir.path().join("data"))
+        cmd.args(["--name", &member.name, "--data-dir"])
+            .arg(data)
             .args([
                 "--listen-client-urls",
                 &format!("{scheme}://127.0.0.1:{client}"),
@@ -177,11 +247,8 @@ impl Etcd {
                 &format!("{scheme}://127.0.0.1:{client}"),
             ])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-            ])
-            .args(["--initial-cluster", &format!("m1=http://127.0.0.1:{peer}")]);
+            .args(["--initial-advertise-peer-urls", &member.peer_url()])
+            .args(["--initial-cluster", initial_cluster]);
         if let Some(c) = certs {
             cmd.args([
                 "--cert-file",
@@ -204,19 +271,78 @@ impl Etcd {
             ],
             None => vec![],
         };
-        let e = Etcd {
+        Etcd {
             version,
             endpoint: format!("127.0.0.1:{client}"),
             child,
             dir,
             tls,
-        };
+        }
+    }
+
+    /// Waits (up to 30 s) until the member answers `endpoint health`.
+    pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !e.etcdctl(&["endpoint", "health"]).status.success() {
-            assert!(Instant::now() < deadline, "etcd did not become healthy");
+        while !self.etcdctl(&["endpoint", "health"]).status.success() {
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                panic!(
+                    "etcd did not become healthy; its log ends:\n{}",
+                    tail.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        e
+    }
+
+    /// The number of keys etcd holds now.
+    pub fn key_count(&self) -> u64 {
+        let out = self.etcdctl(&["get", "", "--prefix", "--count-only", "-w", "fields"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("\"Count\" : "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no count in {text}"))
+    }
+
+    /// The current revision, from `endpoint status`.
+    pub fn revision(&self) -> i64 {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["Status"]["header"]["revision"].as_i64().unwrap()
+    }
+
+    /// The value of one key, if it exists.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = self.etcdctl(&["get", key, "--print-value-only"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        (!v.is_empty()).then_some(v)
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        let out = self.etcdctl(&["put", key, value]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn etcdctl(&self, args: &[&str]) -> Output {

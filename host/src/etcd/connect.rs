@@ -25,6 +25,8 @@ pub enum EtcdError {
     },
     #[error("the snapshot from {endpoint} does not match the SHA-256 etcd sent with it; no snapshot was recorded")]
     Checksum { endpoint: String },
+    #[error("restore: {0}")]
+    Restore(String),
     #[error("{0}")]
     Repo(#[from] crate::repo::RepoError),
 }

@@ -176,19 +176,35 @@ pub fn export(
     out: &std::path::Path,
 ) -> Result<u64, EtcdError> {
     let io = |e: std::io::Error| EtcdError::Repo(crate::repo::RepoError::io(out, e));
-    if snapshot.source.kind != "etcd" {
-        return Err(EtcdError::Repo(crate::repo::RepoError::Invalid(format!(
-            "this is a `{}` backup, not an etcd snapshot",
-            snapshot.source.kind
-        ))));
-    }
-    let mut reader = stream::StreamReader::open(repo, snapshot, Some("etcd.db"))?;
+    require_etcd(snapshot)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(out)
         .map_err(io)?;
-    let n = std::io::copy(&mut reader, &mut file).map_err(io)?;
+    let n = write_database(repo, snapshot, &mut file)?;
     file.sync_all().map_err(io)?;
     Ok(n)
+}
+
+/// Copies the database of an etcd snapshot into `out`; returns the bytes written.
+pub fn write_database(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    out: &mut impl std::io::Write,
+) -> Result<u64, EtcdError> {
+    require_etcd(snapshot)?;
+    let mut reader = stream::StreamReader::open(repo, snapshot, Some("etcd.db"))?;
+    std::io::copy(&mut reader, out)
+        .map_err(|e| EtcdError::Repo(crate::repo::RepoError::io("etcd.db", e)))
+}
+
+fn require_etcd(snapshot: &Snapshot) -> Result<(), EtcdError> {
+    if snapshot.source.kind == "etcd" {
+        return Ok(());
+    }
+    Err(EtcdError::Repo(crate::repo::RepoError::Invalid(format!(
+        "this is a `{}` backup, not an etcd snapshot",
+        snapshot.source.kind
+    ))))
 }

@@ -103,32 +103,46 @@ impl StreamReader {
         snapshot: &Snapshot,
         name: Option<&str>,
     ) -> Result<StreamReader> {
+        StreamReader::open_chain(repo, &[snapshot], name)
+    }
+
+    /// Reads the streams of several snapshots one after the other, as one stream
+    /// (the index is read once, whatever their number).
+    pub fn open_chain(
+        repo: &Repository,
+        snapshots: &[&Snapshot],
+        name: Option<&str>,
+    ) -> Result<StreamReader> {
         let trees = Locations::load(repo, |kind, _| kind == BlobKind::Tree)?;
-        let tree = Tree::load(repo, &trees, &snapshot.root)?;
-        let node = match name {
-            Some(n) => tree.find(n.as_bytes()),
-            None if tree.nodes.len() == 1 && tree.nodes[0].kind == NodeKind::File => {
-                tree.nodes.first()
+        let mut content = vec![];
+        let mut size = 0;
+        for snapshot in snapshots {
+            let tree = Tree::load(repo, &trees, &snapshot.root)?;
+            let node = match name {
+                Some(n) => tree.find(n.as_bytes()),
+                None if tree.nodes.len() == 1 && tree.nodes[0].kind == NodeKind::File => {
+                    tree.nodes.first()
+                }
+                None => None,
             }
-            None => None,
+            .ok_or_else(|| {
+                RepoError::Invalid(
+                    "the snapshot does not hold a single stream; name the file to read".into(),
+                )
+            })?;
+            content.extend_from_slice(&node.content);
+            size += node.size;
         }
-        .ok_or_else(|| {
-            RepoError::Invalid(
-                "the snapshot does not hold a single stream; name the file to read".into(),
-            )
-        })?
-        .clone();
-        let wanted: std::collections::HashSet<BlobId> = node.content.iter().copied().collect();
+        let wanted: std::collections::HashSet<BlobId> = content.iter().copied().collect();
         let locations = Locations::load(repo, |kind, id| {
             kind == BlobKind::Data && wanted.contains(id)
         })?;
         let (tx, rx) = bounded(8);
         let repo = repo.clone();
-        let size = node.size;
         let worker = std::thread::Builder::new()
             .name("ballast-stream-read".into())
             .spawn(move || {
-                if let Err(e) = fetch_in_order(&repo, &locations, &node.content, &tx) {
+                if let Err(e) = fetch_in_order(&repo, &locations, &content, &tx) {
                     let _ = tx.send(Err(e));
                 }
             })

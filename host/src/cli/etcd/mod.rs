@@ -1,4 +1,9 @@
-//! `ballast etcd ...`: snapshots from a running cluster, exported files, status.
+//! `ballast etcd ...`: snapshots from a running cluster, exported files, status,
+//! restore, change capture and point-in-time history.
+
+mod diff;
+mod restore;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,8 +25,14 @@ pub enum EtcdCommand {
     Snapshot(SnapshotArgs),
     /// Write the database of an etcd snapshot in the repository to a file, byte for byte
     Export(ExportArgs),
-    /// Print HASH, REVISION, TOTAL KEYS and TOTAL SIZE of a snapshot file, as `etcdctl snapshot status` does
+    /// Print HASH, REVISION, TOTAL KEYS and TOTAL SIZE of a snapshot, as `etcdctl snapshot status` does
     Status(StatusArgs),
+    /// Restore a snapshot (or a point in time) into the data directory of one member or of a new cluster
+    Restore(restore::RestoreArgs),
+    /// Capture every change continuously into delta segments (point-in-time restore)
+    Watch(watch::WatchArgs),
+    /// Show the keys created, updated and deleted between two revisions
+    Diff(diff::DiffArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -32,8 +43,9 @@ enum Format {
 
 #[derive(Args)]
 pub struct StatusArgs {
-    /// A snapshot file (`etcdctl snapshot save` output, or a member's `member/snap/db`)
-    file: PathBuf,
+    /// A snapshot in the repository (id, unique prefix or `latest`), or a snapshot
+    /// file (`etcdctl snapshot save` output, or a member's `member/snap/db`)
+    snapshot: String,
     /// Output format, as etcdctl's `-w` (`--json` is the same as `-w json`)
     #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
     write_out: Format,
@@ -41,7 +53,7 @@ pub struct StatusArgs {
 
 /// How to reach etcd; the flags and environment variables of etcdctl.
 #[derive(Args)]
-pub struct ConnectArgs {
+pub(super) struct ConnectArgs {
     /// Client endpoints, comma-separated
     #[arg(
         long,
@@ -74,7 +86,7 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    fn options(&self) -> EtcdOptions {
+    pub(super) fn options(&self) -> EtcdOptions {
         let (user, password) = match (&self.user, &self.password) {
             (Some(u), None) if u.contains(':') => {
                 let (n, p) = u.split_once(':').unwrap();
@@ -116,8 +128,11 @@ pub fn run(g: &GlobalArgs, cmd: EtcdCommand) -> Result<i32> {
     match cmd {
         EtcdCommand::Snapshot(a) => take(g, a),
         EtcdCommand::Export(a) => export(g, a),
+        EtcdCommand::Restore(a) => restore::run(g, a),
+        EtcdCommand::Watch(a) => watch::run(g, a),
+        EtcdCommand::Diff(a) => diff::run(g, a),
         EtcdCommand::Status(a) => {
-            let s = status::of_file(&a.file)?;
+            let s = status_of(g, &a.snapshot)?;
             if g.json || matches!(a.write_out, Format::Json) {
                 output::json(&s)?;
             } else {
@@ -136,6 +151,23 @@ pub fn run(g: &GlobalArgs, cmd: EtcdCommand) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+/// Status of a file, or of a repository snapshot exported to a temporary file.
+fn status_of(g: &GlobalArgs, what: &str) -> Result<status::Status> {
+    let path = std::path::Path::new(what);
+    if path.exists() {
+        return Ok(status::of_file(path)?);
+    }
+    let repo = g.open().with_context(|| {
+        format!("`{what}` is not a file; as a snapshot id it needs the repository")
+    })?;
+    let (id, snap) = records::find(&repo, what)?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("etcd.db");
+    snapshot::export(&repo, &snap, &file)
+        .with_context(|| format!("reading snapshot {}", id.short()))?;
+    Ok(status::of_file(&file)?)
 }
 
 fn take(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {

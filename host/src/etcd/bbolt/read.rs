@@ -1,57 +1,6 @@
-//! A read-only reader of bbolt files (etcd's backend database), enough to walk its
-//! buckets and keys without etcd: meta pages, branch and leaf pages, inline buckets.
-//!
-//! Layout (bbolt 1.3, little-endian): every page starts with a 16-byte header
-//! `id u64, flags u16, count u16, overflow u32`; pages 0 and 1 are meta pages
-//! `magic, version, page_size, flags, root {pgid, sequence}, freelist, pgid, txid,
-//! checksum (FNV-1a 64 of the meta before it)`; the valid meta with the higher txid
-//! wins. Branch elements are `pos u32, ksize u32, pgid u64`; leaf elements are
-//! `flags u32, pos u32, ksize u32, vsize u32` with `pos` relative to the element. A
-//! leaf value flagged as a bucket is `{root pgid, sequence}`, followed by an inline
-//! page when `root` is 0.
+//! Reading bbolt files: meta pages, branch and leaf pages, inline buckets.
 
-use std::fmt;
-
-const MAGIC: u32 = 0xED0C_DAED;
-const PAGE_HEADER: usize = 16;
-const BRANCH: u16 = 0x01;
-const LEAF: u16 = 0x02;
-const META: u16 = 0x04;
-const BUCKET_LEAF: u32 = 0x01;
-const ELEMENT: usize = 16;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoltError(pub String);
-
-impl fmt::Display for BoltError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BoltError {}
-
-fn err<T>(msg: impl Into<String>) -> Result<T, BoltError> {
-    Err(BoltError(msg.into()))
-}
-
-fn u16_at(b: &[u8], at: usize) -> Result<u16, BoltError> {
-    b.get(at..at + 2)
-        .map(|s| u16::from_le_bytes(s.try_into().unwrap()))
-        .ok_or_else(|| BoltError("read past the end of a page".into()))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Result<u32, BoltError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
-        .ok_or_else(|| BoltError("read past the end of a page".into()))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Result<u64, BoltError> {
-    b.get(at..at + 8)
-        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
-        .ok_or_else(|| BoltError("read past the end of a page".into()))
-}
+use super::*;
 
 /// The meta page that describes the current state of the file.
 #[derive(Debug, Clone, Copy)]
@@ -61,15 +10,6 @@ pub struct Meta {
     /// High-water mark: pages in use, so the database is `pgid * page_size` bytes.
     pub pgid: u64,
     pub txid: u64,
-}
-
-fn fnv1a64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 fn parse_meta(file: &[u8], offset: usize) -> Result<Meta, BoltError> {

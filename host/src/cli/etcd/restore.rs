@@ -1,0 +1,225 @@
+//! `ballast etcd restore`: flags in etcdutl's names, then the library's restore.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use crate::cli::context::GlobalArgs;
+use crate::cli::{exit, output};
+use crate::etcd::pitr::{self, Point, Timeline};
+use crate::etcd::restore::{self, Database, Member, Plan, Tool};
+use crate::etcd::snapshot;
+use crate::repo::snapshot as records;
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// A snapshot in the repository (id, unique prefix or `latest`), or a snapshot
+    /// file; omitted with --to-revision or --to-time
+    #[arg(required_unless_present_any = ["to_revision", "to_time"])]
+    snapshot: Option<String>,
+    /// Restore the keyspace exactly as it was at this revision (a full snapshot plus
+    /// the changes `ballast etcd watch` captured after it)
+    #[arg(long, conflicts_with_all = ["snapshot", "to_time"])]
+    to_revision: Option<i64>,
+    /// Restore the keyspace as it was at this time (RFC 3339, e.g. 2026-11-24T09:30:00Z)
+    #[arg(long, conflicts_with = "snapshot")]
+    to_time: Option<jiff::Timestamp>,
+    /// The cluster whose history to use (default: that of the newest etcd snapshot)
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// The member's data directory to create; with --all-members, the directory that
+    /// receives one data directory per member (named after it)
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The member's name
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Every member of the restored cluster, NAME=PEER-URL,... (default: this member alone)
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// The new cluster's token (give each restored cluster its own)
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// This member's peer URLs
+    #[arg(long, default_value = "http://localhost:2380")]
+    initial_advertise_peer_urls: String,
+    /// Restore every member named in --initial-cluster, each into DATA_DIR/NAME
+    #[arg(long, requires = "initial_cluster")]
+    all_members: bool,
+    /// Add this much to the restored revision, so that revisions never go backwards
+    /// for clients (Kubernetes uses 1000000000); needs --mark-compacted
+    #[arg(long, requires = "mark_compacted")]
+    bump_revision: Option<i64>,
+    /// Mark the bumped revision compacted, so that watchers (the Kubernetes API
+    /// server's caches) re-list instead of missing the restore
+    #[arg(long, requires = "bump_revision")]
+    mark_compacted: bool,
+    /// Move a data directory that is in the way to DIR.ballast-TIME instead of refusing
+    #[arg(long)]
+    move_existing: bool,
+    /// The tool that writes the data directory: etcdutl (3.5+) or etcdctl (3.4);
+    /// default: etcdutl on PATH, else etcdctl
+    #[arg(long, env = "BALLAST_ETCDUTL")]
+    etcdutl: Option<PathBuf>,
+}
+
+pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
+    if a.bump_revision.is_some_and(|n| n <= 0) {
+        bail!("--bump-revision must be a positive number of revisions");
+    }
+    let (members, initial_cluster) = members(&a)?;
+    let plan = Plan {
+        initial_cluster,
+        members,
+        initial_cluster_token: a.initial_cluster_token.clone(),
+        bump_revision: a.bump_revision,
+        move_existing: a.move_existing,
+        tool: Tool::find(a.etcdutl.as_deref())?,
+    };
+    let work_dir = plan.members[0]
+        .data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let point = match (a.to_revision, a.to_time) {
+        (Some(r), _) => Some(Point::Revision(r)),
+        (None, Some(t)) => Some(Point::Time(t)),
+        (None, None) => None,
+    };
+    let (db, from, replayed) = match (point, &a.snapshot) {
+        (Some(point), _) => point_in_time(g, &a, point, &work_dir)?,
+        (None, Some(what)) => {
+            let (db, from) = source(g, what, &work_dir)?;
+            match a.bump_revision {
+                Some(n) => (db.rewritten(&mut std::iter::empty(), Some(n))?.0, from, 0),
+                None => (db, from, 0),
+            }
+        }
+        (None, None) => unreachable!("clap requires a snapshot or a point"),
+    };
+    let restored = restore::restore(&db, &plan, replayed)?;
+    if g.json {
+        output::json(&json!({ "from": from, "restored": restored }))?;
+    } else {
+        for m in &restored.members {
+            if let Some(aside) = &m.moved_aside {
+                println!(
+                    "moved the existing {} to {}",
+                    m.data_dir.display(),
+                    aside.display()
+                );
+            }
+            println!("restored member {} into {}", m.name, m.data_dir.display());
+        }
+        println!(
+            "from {from}: revision {}, {} keys, {} captured changes replayed{}",
+            restored.revision,
+            restored.keys,
+            restored.changes_applied,
+            if a.bump_revision.is_some() {
+                " (bumped; compaction scheduled at that revision)"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "start each member with the same --name, --initial-cluster and \
+             --initial-cluster-token, and --data-dir pointing at its directory"
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// The members to restore, and the --initial-cluster they form.
+fn members(a: &RestoreArgs) -> Result<(Vec<Member>, String)> {
+    let cluster = a
+        .initial_cluster
+        .clone()
+        .unwrap_or_else(|| format!("{}={}", a.name, a.initial_advertise_peer_urls));
+    let all = restore::cluster_members(&cluster, &a.data_dir)?;
+    if a.all_members {
+        return Ok((all, cluster));
+    }
+    let Some(me) = all.iter().find(|m| m.name == a.name) else {
+        bail!(
+            "--name {} is not in --initial-cluster {cluster}: name this member, or pass \
+             --all-members to restore them all",
+            a.name
+        );
+    };
+    Ok((
+        vec![Member {
+            name: a.name.clone(),
+            data_dir: a.data_dir.clone(),
+            peer_urls: if a.initial_cluster.is_some() {
+                me.peer_urls.clone()
+            } else {
+                a.initial_advertise_peer_urls.clone()
+            },
+        }],
+        cluster,
+    ))
+}
+
+/// The database to restore: a file, verified where it is, or a repository snapshot
+/// exported next to the data directory and verified.
+fn source(g: &GlobalArgs, what: &str, work_dir: &Path) -> Result<(Database, String)> {
+    let path = Path::new(what);
+    if path.is_file() {
+        return Ok((Database::file(path)?, path.display().to_string()));
+    }
+    let repo = g.open().with_context(|| {
+        format!("`{what}` is not a file; as a snapshot id it needs the repository")
+    })?;
+    let (id, snap) = records::find(&repo, what)?;
+    let db = Database::temporary(work_dir, |f| {
+        snapshot::write_database(&repo, &snap, f)?;
+        Ok(())
+    })
+    .with_context(|| format!("reading snapshot {}", id.short()))?;
+    Ok((db, format!("snapshot {}", id.short())))
+}
+
+/// The database as it was at `point`: the newest full snapshot before it, with the
+/// captured changes up to the point replayed.
+fn point_in_time(
+    g: &GlobalArgs,
+    a: &RestoreArgs,
+    point: Point,
+    work_dir: &Path,
+) -> Result<(Database, String, u64)> {
+    let repo = g.open()?;
+    let timeline = Timeline::load(&repo, a.cluster_id.as_deref())?;
+    let mut skipped = vec![];
+    for route in timeline.routes(&repo, point)? {
+        let base = route.base;
+        let db = Database::temporary(work_dir, |f| {
+            snapshot::write_database(&repo, &base.snapshot, f)?;
+            Ok(())
+        })
+        .with_context(|| format!("reading snapshot {}", base.id.short()))?;
+        let held = db.revision()?;
+        if held > route.revision {
+            // Written while that snapshot streamed: too late for this point.
+            skipped.push(format!("{} (holds revision {held})", base.id.short()));
+            continue;
+        }
+        let mut changes = pitr::changes(&repo, &route.runs, route.revision);
+        let (db, done) = db.rewritten(&mut changes, a.bump_revision)?;
+        let segments: usize = route.runs.iter().map(|r| r.segments.len()).sum();
+        let from = format!(
+            "snapshot {} (revision {held}) and {segments} delta segments, to revision {}",
+            base.id.short(),
+            route.revision
+        );
+        return Ok((db, from, done.changes_applied));
+    }
+    bail!(
+        "no full snapshot is old enough for this point: {}; {}",
+        skipped.join(", "),
+        timeline.describe()
+    )
+}
