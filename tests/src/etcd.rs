@@ -61,6 +61,10 @@ pub struct Etcd {
     pub dir: TempDir,
     /// etcdctl flags for a TLS server.
     tls: Vec<String>,
+    /// How it was started, to start it again.
+    member: Member,
+    initial_cluster: String,
+    data_dir: PathBuf,
 }
 
 /// A member's name and loopback ports, chosen before it starts.
@@ -231,13 +235,17 @@ impl Etcd {
     ) -> Etcd {
         let (client, peer) = (member.client, member.peer);
         let scheme = if certs.is_some() { "https" } else { "http" };
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("etcd.log"))
+            .unwrap();
         let data = data_dir
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.path().join("data"));
         let mut cmd = Command::new(version.program("etcd"));
         cmd.args(["--name", &member.name, "--data-dir"])
-            .arg(data)
+            .arg(&data)
             .args([
                 "--listen-client-urls",
                 &format!("{scheme}://127.0.0.1:{client}"),
@@ -277,7 +285,60 @@ impl Etcd {
             child,
             dir,
             tls,
+            member: member.clone(),
+            initial_cluster: initial_cluster.to_string(),
+            data_dir: data,
         }
+    }
+
+    /// Kills the server and starts it again on the same data and ports (plain
+    /// HTTP servers only).
+    pub fn restart(&mut self) {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let data = self.data_dir.clone();
+        let again = Etcd::spawn(
+            self.version,
+            dir,
+            Some(&data),
+            &self.member,
+            &self.initial_cluster,
+            None,
+        );
+        let old = std::mem::replace(self, again);
+        drop(old); // its child is dead already; its directory is an empty stand-in
+        self.wait_healthy();
+    }
+
+    /// Puts several keys in one transaction (one revision).
+    pub fn txn_puts(&self, puts: &[(&str, &str)]) {
+        use std::io::Write;
+        let mut ops = String::from("\n");
+        for (k, v) in puts {
+            ops.push_str(&format!("put {k} {v}\n"));
+        }
+        ops.push_str("\n\n");
+        let mut child = Command::new(self.version.program("etcdctl"))
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint, "txn"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ops.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("SUCCESS"),
+            "txn: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Waits (up to 30 s) until the member answers `endpoint health`.

@@ -1,0 +1,345 @@
+//! Continuous change capture (`ballast etcd watch`) against a real etcd, and what it
+//! is for: restoring the keyspace exactly as it was at a revision or a time, and
+//! showing what changed between two revisions. The capture survives an etcd restart
+//! and takes a new full snapshot when the revision it needs was compacted away.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ballast_tests::etcd::{initial_cluster, Etcd, Member, Version};
+use ballast_tests::Env;
+
+/// A `ballast etcd watch` running in the background; its output lines arrive on a
+/// channel.
+struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watcher {
+    fn start(env: &Env, etcd: &Etcd) -> Watcher {
+        let mut child = env
+            .cmd(&[
+                "etcd",
+                "watch",
+                "--endpoints",
+                &etcd.endpoint,
+                "--segment-interval",
+                "1s",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut w = Watcher {
+            child,
+            lines: rx,
+            seen: vec![],
+        };
+        w.wait_for("watching");
+        w
+    }
+
+    /// Waits (up to 60 s) for an output line containing `text`.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(text)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no `{text}` from the watcher; it said: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits until a segment ending at or after `revision` is stored.
+    fn wait_stored(&mut self, revision: i64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stored = self
+                .seen
+                .iter()
+                .filter_map(|l| {
+                    let range = l.strip_prefix("segment ")?.split(": revisions ").nth(1)?;
+                    range
+                        .split(',')
+                        .next()?
+                        .split('-')
+                        .nth(1)?
+                        .parse::<i64>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0);
+            if stored >= revision {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!(
+                    "revision {revision} was not stored; the watcher said: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit status and everything it said.
+    fn stop(mut self) -> Vec<String> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        self.seen.extend(self.lines.try_iter());
+        assert!(
+            status.success(),
+            "watch exited with {status}: {:#?}",
+            self.seen
+        );
+        self.seen
+    }
+}
+
+/// Restores `args` into a fresh data directory and starts a member on it.
+fn restore_and_start(env: &Env, dir: &str, args: &[&str]) -> (Etcd, serde_json::Value) {
+    let member = Member::new("pitr");
+    let cluster = initial_cluster(std::slice::from_ref(&member));
+    let data = env.path(dir);
+    let mut full = vec!["etcd", "restore"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--name",
+        "pitr",
+        "--initial-cluster",
+        &cluster,
+    ]);
+    let out = env.json(&full);
+    let etcd = Etcd::start_restored(Version::V3_4, &data, &member, &cluster);
+    etcd.wait_healthy();
+    (etcd, out)
+}
+
+#[test]
+fn restore_to_a_revision_or_a_time_and_diff_between_revisions() {
+    let etcd = Etcd::start();
+    etcd.load("/registry/a/", 100, 200);
+    let env = Env::init_local();
+    env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint]);
+    let first = etcd.revision();
+    let mut watcher = Watcher::start(&env, &etcd);
+
+    // Point A.
+    etcd.put("/registry/b/x1", "a1");
+    etcd.put("/registry/a/000001", "changed");
+    assert!(etcd
+        .etcdctl(&["del", "/registry/a/000002"])
+        .status
+        .success());
+    let rev_a = etcd.revision();
+    watcher.wait_stored(rev_a);
+    std::thread::sleep(Duration::from_millis(1200));
+    let time_a = jiff::Timestamp::now().to_string();
+    std::thread::sleep(Duration::from_millis(1200));
+
+    // Point B: a transaction (several changes in one revision) among the rest.
+    etcd.put("/registry/b/x2", "b");
+    assert!(etcd.etcdctl(&["del", "/registry/b/x1"]).status.success());
+    etcd.txn_puts(&[("/t/1", "one"), ("/t/2", "two")]);
+    let rev_b = etcd.revision();
+    watcher.wait_stored(rev_b);
+    let said = watcher.stop();
+    assert!(said.iter().any(|l| l.starts_with("stopped:")), "{said:#?}");
+
+    let check_a = |m: &Etcd| {
+        assert_eq!(m.get("/registry/b/x1").as_deref(), Some("a1"));
+        assert_eq!(m.get("/registry/a/000001").as_deref(), Some("changed"));
+        assert_eq!(m.get("/registry/a/000002"), None);
+        assert_eq!(m.get("/t/1"), None);
+        assert_eq!(m.key_count(), 100);
+    };
+    let rev = rev_a.to_string();
+    let (m, out) = restore_and_start(&env, "at-a", &["--to-revision", &rev]);
+    assert_eq!(out["restored"]["revision"], rev_a);
+    assert_eq!(out["restored"]["changes_applied"], 3);
+    check_a(&m);
+    assert_eq!(m.revision(), rev_a);
+    drop(m);
+
+    let (m, _) = restore_and_start(&env, "at-time-a", &["--to-time", &time_a]);
+    check_a(&m);
+    drop(m);
+
+    let rev = rev_b.to_string();
+    let (m, out) = restore_and_start(&env, "at-b", &["--to-revision", &rev]);
+    assert_eq!(out["restored"]["revision"], rev_b);
+    assert_eq!(m.get("/registry/b/x1"), None);
+    assert_eq!(m.get("/registry/b/x2").as_deref(), Some("b"));
+    assert_eq!(m.get("/t/1").as_deref(), Some("one"));
+    assert_eq!(m.get("/t/2").as_deref(), Some("two"));
+    assert_eq!(m.key_count(), 102);
+    // The restored member takes writes.
+    m.put("/after", "1");
+    drop(m);
+
+    let d = env.json(&[
+        "etcd",
+        "diff",
+        "--from",
+        &rev_a.to_string(),
+        "--to",
+        &rev_b.to_string(),
+    ]);
+    assert_eq!(
+        (
+            d["created"].as_u64(),
+            d["updated"].as_u64(),
+            d["deleted"].as_u64()
+        ),
+        (Some(3), Some(0), Some(1)),
+        "{d}"
+    );
+    let d = env.json(&[
+        "etcd",
+        "diff",
+        "--from",
+        &first.to_string(),
+        "--to",
+        &rev_a.to_string(),
+        "--prefix",
+        "/registry/a/",
+    ]);
+    assert_eq!(
+        (
+            d["created"].as_u64(),
+            d["updated"].as_u64(),
+            d["deleted"].as_u64()
+        ),
+        (Some(0), Some(1), Some(1)),
+        "{d}"
+    );
+
+    // Points outside what the repository holds are refused, naming what it covers.
+    let data = env.path("nowhere");
+    for point in [(first - 1).to_string(), (rev_b + 50).to_string()] {
+        let out = env
+            .run(&[
+                "etcd",
+                "restore",
+                "--to-revision",
+                &point,
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .expect_code(1);
+        assert!(
+            out.stderr.contains("covers cluster")
+                && (out.stderr.contains("before the first")
+                    || out.stderr.contains("after the last")),
+            "{}",
+            out.stderr
+        );
+    }
+    let out = env
+        .run(&[
+            "etcd",
+            "diff",
+            "--from",
+            &rev_b.to_string(),
+            "--to",
+            &(rev_b + 50).to_string(),
+        ])
+        .expect_code(1);
+    assert!(out.stderr.contains("do not cover"), "{}", out.stderr);
+    assert!(!data.exists());
+    env.run(&["repo", "check", "--read-data"]).ok();
+}
+
+#[test]
+fn the_capture_resumes_after_etcd_restarts() {
+    let mut etcd = Etcd::start();
+    let env = Env::init_local();
+    let mut watcher = Watcher::start(&env, &etcd);
+    watcher.wait_for("full snapshot");
+    for i in 0..10 {
+        etcd.put(&format!("/k/{i}"), "before");
+    }
+    etcd.restart();
+    for i in 10..20 {
+        etcd.put(&format!("/k/{i}"), "after");
+    }
+    let last = etcd.revision();
+    watcher.wait_stored(last);
+    let said = watcher.stop();
+    assert!(said.iter().any(|l| l.contains("reconnecting")), "{said:#?}");
+    let (m, _) = restore_and_start(&env, "restored", &["--to-revision", &last.to_string()]);
+    assert_eq!(m.key_count(), 20);
+    assert_eq!(m.get("/k/19").as_deref(), Some("after"));
+}
+
+#[test]
+fn a_compacted_revision_makes_the_capture_take_a_new_full_snapshot() {
+    let etcd = Etcd::start();
+    etcd.load("/c/", 20, 50);
+    let env = Env::init_local();
+    let first = env
+        .run(&[
+            "etcd",
+            "watch",
+            "--endpoints",
+            &etcd.endpoint,
+            "--until-revision",
+            &etcd.revision().to_string(),
+        ])
+        .ok();
+    assert!(
+        first.stdout.contains("no full snapshot"),
+        "{}",
+        first.stdout
+    );
+    // While nothing watches, history moves on and is compacted.
+    etcd.load("/d/", 30, 50);
+    let compacted = etcd.revision();
+    assert!(etcd
+        .etcdctl(&["compact", &compacted.to_string()])
+        .status
+        .success());
+    etcd.put("/e/1", "x");
+    let last = etcd.revision();
+    let out = env
+        .run(&[
+            "etcd",
+            "watch",
+            "--endpoints",
+            &etcd.endpoint,
+            "--until-revision",
+            &last.to_string(),
+        ])
+        .ok();
+    assert!(
+        out.stdout.contains("compacted") && out.stdout.contains("full snapshot"),
+        "{}",
+        out.stdout
+    );
+    let (m, _) = restore_and_start(&env, "restored", &["--to-revision", &last.to_string()]);
+    assert_eq!(m.key_count(), 51);
+}
