@@ -343,3 +343,59 @@ fn a_compacted_revision_makes_the_capture_take_a_new_full_snapshot() {
     let (m, _) = restore_and_start(&env, "restored", &["--to-revision", &last.to_string()]);
     assert_eq!(m.key_count(), 51);
 }
+
+#[test]
+fn forget_keeps_delta_segments_while_their_full_snapshot_is_kept() {
+    let etcd = Etcd::start();
+    let env = Env::init_local();
+    let watch_until = |rev: i64| {
+        env.run(&[
+            "etcd",
+            "watch",
+            "--endpoints",
+            &etcd.endpoint,
+            "--until-revision",
+            &rev.to_string(),
+        ])
+        .ok()
+    };
+    etcd.put("/a", "1");
+    let r1 = etcd.revision();
+    watch_until(r1); // the first full snapshot
+    etcd.put("/b", "1");
+    etcd.put("/c", "1");
+    watch_until(etcd.revision()); // a segment on the first snapshot
+    env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint]);
+    etcd.put("/d", "1");
+    let r3 = etcd.revision();
+    watch_until(r3); // a segment on the second snapshot
+
+    let v = env.json(&["forget", "--keep-last", "1"]);
+    let decisions = v["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 4, "{v}");
+    let kept = decisions.iter().filter(|d| d["keep"] == true).count();
+    assert_eq!(kept, 2, "the newest full snapshot and its segment: {v}");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["keep"] == false && d["group"].as_str().unwrap_or("").contains("etcd-delta")),
+        "the old snapshot's segment goes with it: {v}"
+    );
+    let (m, _) = restore_and_start(&env, "restored", &["--to-revision", &r3.to_string()]);
+    assert_eq!(m.key_count(), 4);
+    let out = env
+        .run(&[
+            "etcd",
+            "restore",
+            "--to-revision",
+            &r1.to_string(),
+            "--data-dir",
+            env.path("old").to_str().unwrap(),
+        ])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains("before the first snapshot"),
+        "{}",
+        out.stderr
+    );
+}

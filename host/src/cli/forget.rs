@@ -7,7 +7,7 @@ use super::context::GlobalArgs;
 use super::exit;
 use super::output;
 use super::snapshots::Filter;
-use crate::repo::forget::{decide, GroupBy, Policy};
+use crate::repo::forget::{decide_all, GroupBy, Policy};
 use crate::repo::prune::{self, PruneOptions};
 use crate::repo::snapshot::{self, SnapshotId};
 
@@ -62,11 +62,19 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
     }
     let group_by = GroupBy::parse(&a.group_by).map_err(anyhow::Error::msg)?;
     let repo = g.open()?;
-    let snaps: Vec<_> = snapshot::list(&repo)?
+    let all = snapshot::list(&repo)?;
+    let existing: std::collections::HashSet<SnapshotId> = all.iter().map(|(id, _)| *id).collect();
+    let snaps: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| a.filter.matches(s))
         .collect();
-    let decisions = decide(&policy, group_by, &snaps, &jiff::tz::TimeZone::system());
+    let decisions = decide_all(
+        &policy,
+        group_by,
+        &snaps,
+        |id| existing.contains(id),
+        &jiff::tz::TimeZone::system(),
+    );
     let mut removed = 0;
     if !a.dry_run {
         for d in decisions.iter().filter(|d| !d.keep) {

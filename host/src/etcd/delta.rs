@@ -82,8 +82,9 @@ pub struct SegmentInfo {
     pub start_unix_ms: i64,
     pub end_unix_ms: i64,
     pub changes: u64,
-    /// The full snapshot the capture that wrote it started from.
-    pub base: String,
+    /// The full snapshot the capture that wrote it started from (retention keeps
+    /// the segment while it keeps that snapshot).
+    pub depends_on: String,
 }
 
 impl SegmentInfo {

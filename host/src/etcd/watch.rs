@@ -132,7 +132,7 @@ impl Capture<'_> {
             start_unix_ms: p.start_ms,
             end_unix_ms: p.end_ms,
             changes: p.changes,
-            base: self.base.clone(),
+            depends_on: self.base.clone(),
         };
         info.store_in(&mut written.snapshot);
         let id = written.snapshot.save(self.repo)?;

@@ -91,6 +91,50 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
+/// The snapshot a record depends on (`source.meta.depends_on`): an etcd delta
+/// segment is of no use without the full snapshot its chain starts from.
+pub fn depends_on(s: &Snapshot) -> Option<SnapshotId> {
+    s.source.meta.get("depends_on")?.as_str()?.parse().ok()
+}
+
+/// Applies the policy to the records that stand alone, then settles the ones that
+/// depend on another: such a record is kept while what it depends on is kept (or
+/// was not up for decision, being filtered out), and goes once that is gone.
+/// `exists` tells whether a snapshot is in the repository at all.
+pub fn decide_all(
+    policy: &Policy,
+    group_by: GroupBy,
+    snapshots: &[(SnapshotId, Snapshot)],
+    exists: impl Fn(&SnapshotId) -> bool,
+    tz: &TimeZone,
+) -> Vec<Decision> {
+    let (dependents, standalone): (Vec<_>, Vec<_>) = snapshots
+        .iter()
+        .cloned()
+        .partition(|(_, s)| depends_on(s).is_some());
+    let mut out = decide(policy, group_by, &standalone, tz);
+    let decided: std::collections::HashMap<String, bool> =
+        out.iter().map(|d| (d.id.clone(), d.keep)).collect();
+    for (id, s) in &dependents {
+        let base = depends_on(s).expect("partitioned on it");
+        let short = &base.to_string()[..8];
+        let (keep, reason) = match decided.get(&base.to_string()) {
+            Some(true) => (true, format!("depends-on {short}")),
+            Some(false) => (false, format!("{short} removed")),
+            None if exists(&base) => (true, format!("depends-on {short}")),
+            None => (false, format!("{short} gone")),
+        };
+        out.push(Decision {
+            id: id.to_string(),
+            time: s.time,
+            group: group_by.key(s),
+            keep,
+            reasons: if keep { vec![reason] } else { vec![] },
+        });
+    }
+    out
+}
+
 /// Applies the policy to every group; decisions come newest first within each group.
 pub fn decide(
     policy: &Policy,
@@ -278,5 +322,38 @@ mod tests {
             &TimeZone::UTC,
         );
         assert_eq!(kept(&d), vec!["04", "01"]);
+    }
+
+    #[test]
+    fn dependents_follow_what_they_depend_on() {
+        let mut snaps = vec![
+            snap(1, "2026-01-01T00:00:00Z", "h"),
+            snap(2, "2026-01-02T00:00:00Z", "h"),
+        ];
+        for (n, base) in [(3u8, 1u8), (4, 2), (5, 9), (6, 8)] {
+            let (id, mut s) = snap(n, "2026-01-02T01:00:00Z", "h");
+            s.source.kind = "etcd-delta".into();
+            s.source.meta.insert(
+                "depends_on".into(),
+                serde_json::json!(SnapshotId([base; 32]).to_string()),
+            );
+            snaps.push((id, s));
+        }
+        let policy = Policy {
+            last: Some(1),
+            ..Default::default()
+        };
+        // 9 exists but was filtered out; 8 is gone.
+        let exists = |id: &SnapshotId| id.0[0] != 8;
+        let d = decide_all(
+            &policy,
+            GroupBy::parse("host").unwrap(),
+            &snaps,
+            exists,
+            &TimeZone::UTC,
+        );
+        let mut k = kept(&d);
+        k.sort();
+        assert_eq!(k, vec!["02", "04", "05"]);
     }
 }
