@@ -5,6 +5,7 @@
 pub mod azurite;
 pub mod etcd;
 pub mod garage;
+pub mod kubelet;
 pub mod trees;
 
 use std::path::{Path, PathBuf};

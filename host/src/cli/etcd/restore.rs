@@ -6,8 +6,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
+use super::ConnectArgs;
 use crate::cli::context::GlobalArgs;
 use crate::cli::{exit, output};
+use crate::etcd::inplace::{self, Manifest, Waits};
 use crate::etcd::pitr::{self, Point, Timeline};
 use crate::etcd::restore::{self, Database, Member, Plan, Tool};
 use crate::etcd::snapshot;
@@ -17,7 +19,7 @@ use crate::repo::snapshot as records;
 pub struct RestoreArgs {
     /// A snapshot in the repository (id, unique prefix or `latest`), or a snapshot
     /// file; omitted with --to-revision or --to-time
-    #[arg(required_unless_present_any = ["to_revision", "to_time"])]
+    #[arg(required_unless_present_any = ["to_revision", "to_time", "rollback"])]
     snapshot: Option<String>,
     /// Restore the keyspace exactly as it was at this revision (a full snapshot plus
     /// the changes `ballast etcd watch` captured after it)
@@ -31,8 +33,8 @@ pub struct RestoreArgs {
     cluster_id: Option<String>,
     /// The member's data directory to create; with --all-members, the directory that
     /// receives one data directory per member (named after it)
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, required_unless_present_any = ["in_place", "rollback"], conflicts_with = "in_place")]
+    data_dir: Option<PathBuf>,
     /// The member's name
     #[arg(long, default_value = "default")]
     name: String,
@@ -63,11 +65,33 @@ pub struct RestoreArgs {
     /// default: etcdutl on PATH, else etcdctl
     #[arg(long, env = "BALLAST_ETCDUTL")]
     etcdutl: Option<PathBuf>,
+    /// Restore this node's etcd static pod in place (kubeadm): stop it by moving its
+    /// manifest aside, move its data directory aside, restore, start it, check it
+    #[arg(long, conflicts_with_all = ["all_members", "move_existing"])]
+    in_place: bool,
+    /// Undo the last --in-place restore: the previous data directory goes back
+    #[arg(long, conflicts_with_all = ["snapshot", "to_revision", "to_time", "in_place"])]
+    rollback: bool,
+    /// The etcd static-pod manifest, for --in-place and --rollback
+    #[arg(long, default_value = "/etc/kubernetes/manifests/etcd.yaml")]
+    manifest: PathBuf,
+    /// Do not ask for confirmation (--in-place, --rollback)
+    #[arg(long)]
+    yes: bool,
+    /// How long to wait for etcd to stop, and to start (--in-place, --rollback)
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    wait: std::time::Duration,
+    /// The local member, for --in-place and --rollback (etcdctl's flags)
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
     if a.bump_revision.is_some_and(|n| n <= 0) {
         bail!("--bump-revision must be a positive number of revisions");
+    }
+    if a.in_place || a.rollback {
+        return in_place(g, a);
     }
     let (members, initial_cluster) = members(&a)?;
     let plan = Plan {
@@ -84,22 +108,7 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let point = match (a.to_revision, a.to_time) {
-        (Some(r), _) => Some(Point::Revision(r)),
-        (None, Some(t)) => Some(Point::Time(t)),
-        (None, None) => None,
-    };
-    let (db, from, replayed) = match (point, &a.snapshot) {
-        (Some(point), _) => point_in_time(g, &a, point, &work_dir)?,
-        (None, Some(what)) => {
-            let (db, from) = source(g, what, &work_dir)?;
-            match a.bump_revision {
-                Some(n) => (db.rewritten(&mut std::iter::empty(), Some(n))?.0, from, 0),
-                None => (db, from, 0),
-            }
-        }
-        (None, None) => unreachable!("clap requires a snapshot or a point"),
-    };
+    let (db, from, replayed) = database(g, &a, &work_dir)?;
     let restored = restore::restore(&db, &plan, replayed)?;
     if g.json {
         output::json(&json!({ "from": from, "restored": restored }))?;
@@ -133,13 +142,124 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// The database to restore, verified: a snapshot, a file, or a point in time; with
+/// the revision bumped if asked.
+fn database(g: &GlobalArgs, a: &RestoreArgs, work_dir: &Path) -> Result<(Database, String, u64)> {
+    let point = match (a.to_revision, a.to_time) {
+        (Some(r), _) => Some(Point::Revision(r)),
+        (None, Some(t)) => Some(Point::Time(t)),
+        (None, None) => None,
+    };
+    Ok(match (point, &a.snapshot) {
+        (Some(point), _) => point_in_time(g, a, point, work_dir)?,
+        (None, Some(what)) => {
+            let (db, from) = source(g, what, work_dir)?;
+            match a.bump_revision {
+                Some(n) => (db.rewritten(&mut std::iter::empty(), Some(n))?.0, from, 0),
+                None => (db, from, 0),
+            }
+        }
+        (None, None) => bail!("name a snapshot, or give --to-revision or --to-time"),
+    })
+}
+
+/// `--in-place` and `--rollback` on a kubeadm node.
+fn in_place(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
+    let manifest = Manifest::read(&a.manifest)?;
+    let data_dir = manifest.data_dir()?;
+    let opts = a.connect.options();
+    let waits = Waits {
+        stop: a.wait,
+        start: a.wait,
+    };
+    let action = if a.rollback {
+        format!(
+            "put back the data directory of the last in-place restore of {}",
+            data_dir.display()
+        )
+    } else {
+        format!(
+            "stop etcd ({}), move {} aside and restore it from {}",
+            a.manifest.display(),
+            data_dir.display(),
+            a.snapshot.as_deref().unwrap_or("the point in time")
+        )
+    };
+    confirm(&action, a.yes)?;
+    let quiet = g.json;
+    let mut report = |line: String| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    if a.rollback {
+        let done = inplace::rollback(&manifest, &opts, &waits, &mut report)?;
+        if g.json {
+            output::json(&json!({ "rolled_back": done }))?;
+        } else {
+            println!(
+                "rolled back: etcd runs on the previous data in {} ({} keys); the restored one is in {}",
+                done.data_dir.display(),
+                done.keys,
+                done.moved_aside.display()
+            );
+        }
+        return Ok(exit::OK);
+    }
+    let work_dir = data_dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let (db, from, replayed) = database(g, &a, &work_dir)?;
+    let tool = Tool::find(a.etcdutl.as_deref())?;
+    let (restored, done) = inplace::restore(
+        &manifest,
+        &db,
+        tool,
+        a.bump_revision,
+        replayed,
+        &opts,
+        &waits,
+        &mut report,
+    )?;
+    if g.json {
+        output::json(&json!({ "from": from, "restored": restored, "in_place": done }))?;
+    } else {
+        println!(
+            "etcd is back on {} from {from}: revision {}, {} keys (checked); the previous data              is in {}; undo with --rollback",
+            done.data_dir.display(),
+            restored.revision,
+            done.keys,
+            done.moved_aside.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// Asks before changing a running node, unless `--yes`.
+fn confirm(action: &str, yes: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("this will {action}; pass --yes to confirm (there is no terminal to ask on)");
+    }
+    eprint!("This will {action}.\nType `yes` to go on: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("not confirmed; nothing changed");
+    }
+    Ok(())
+}
+
 /// The members to restore, and the --initial-cluster they form.
 fn members(a: &RestoreArgs) -> Result<(Vec<Member>, String)> {
     let cluster = a
         .initial_cluster
         .clone()
         .unwrap_or_else(|| format!("{}={}", a.name, a.initial_advertise_peer_urls));
-    let all = restore::cluster_members(&cluster, &a.data_dir)?;
+    let data_dir = a.data_dir.clone().expect("clap requires --data-dir here");
+    let all = restore::cluster_members(&cluster, &data_dir)?;
     if a.all_members {
         return Ok((all, cluster));
     }
@@ -153,7 +273,7 @@ fn members(a: &RestoreArgs) -> Result<(Vec<Member>, String)> {
     Ok((
         vec![Member {
             name: a.name.clone(),
-            data_dir: a.data_dir.clone(),
+            data_dir,
             peer_urls: if a.initial_cluster.is_some() {
                 me.peer_urls.clone()
             } else {
