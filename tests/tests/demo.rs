@@ -21,4 +21,9 @@ fn the_demo_runs_end_to_end() {
         out.stdout
     );
     assert!(dir.join("etcd-snapshot.db").exists());
+    assert!(
+        out.stdout.contains("2000 keys") && dir.join("etcd-restored/member/snap/db").exists(),
+        "the snapshot was restored into a data directory:\n{}",
+        out.stdout
+    );
 }

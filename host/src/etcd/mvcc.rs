@@ -220,24 +220,28 @@ pub fn rewrite<W: Write + Seek>(
     ))
 }
 
-/// The number of keys that exist at the database's latest revision (what
-/// `etcdctl get "" --prefix --count-only` says once it runs).
-pub fn live_keys(src: &Bolt) -> Result<u64, BoltError> {
+/// The latest revision of a database and the number of keys that exist at it (what
+/// `etcdctl get "" --prefix --count-only` says once it runs), in one pass.
+pub fn summarize(src: &Bolt) -> Result<(i64, u64), BoltError> {
     let mut alive: hashbrown::HashMap<Vec<u8>, bool> = hashbrown::HashMap::new();
+    let mut revision = 0;
     let mut bad = None;
-    src.for_each(KEY_BUCKET, &mut |k, v| match KeyValue::decode(v) {
-        Ok(kv) if !kv.key.is_empty() => {
-            alive.insert(kv.key, k.len() != 18);
+    src.for_each(KEY_BUCKET, &mut |k, v| {
+        revision = main_revision(k).unwrap_or(revision);
+        match KeyValue::decode(v) {
+            Ok(kv) if !kv.key.is_empty() => {
+                alive.insert(kv.key, k.len() != 18);
+            }
+            Ok(_) => {}
+            Err(e) => bad = Some(e),
         }
-        Ok(_) => {}
-        Err(e) => bad = Some(e),
     })?;
     if let Some(e) = bad {
         return Err(BoltError(format!(
             "a value in the `key` bucket does not decode: {e}"
         )));
     }
-    Ok(alive.values().filter(|a| **a).count() as u64)
+    Ok((revision, alive.values().filter(|a| **a).count() as u64))
 }
 
 #[cfg(test)]
@@ -327,7 +331,7 @@ mod tests {
                 revision_key(5, 0, true),
             ]
         );
-        assert_eq!(live_keys(&bolt).unwrap(), 2);
+        assert_eq!(summarize(&bolt).unwrap(), (5, 2));
     }
 
     #[test]
@@ -357,7 +361,7 @@ mod tests {
             meta[1],
             (SCHEDULED_COMPACT.to_vec(), revision_key(1009, 0, false))
         );
-        assert_eq!(live_keys(&bolt).unwrap(), 1);
+        assert_eq!(summarize(&bolt).unwrap(), (1009, 1));
     }
 
     #[test]

@@ -310,12 +310,7 @@ pub fn restore(db: &Database, plan: &Plan, changes_applied: u64) -> Result<Resto
     // SAFETY: read-only map of the file just restored.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&first, e))?;
     let bolt = Bolt::open(&map).map_err(|e| EtcdError::Restore(e.to_string()))?;
-    let mut revision = 0;
-    bolt.for_each(mvcc::KEY_BUCKET, &mut |k, _| {
-        revision = mvcc::main_revision(k).unwrap_or(revision)
-    })
-    .map_err(|e| EtcdError::Restore(e.to_string()))?;
-    let keys = mvcc::live_keys(&bolt).map_err(|e| EtcdError::Restore(e.to_string()))?;
+    let (revision, keys) = mvcc::summarize(&bolt).map_err(|e| EtcdError::Restore(e.to_string()))?;
     Ok(Restored {
         members,
         revision,

@@ -66,9 +66,27 @@ pub struct Params {
     gear_ls: Box<[u64; 256]>,
 }
 
+/// `BALLAST_BBOLT_CHUNKS=MIN,AVG,MAX` (KiB) overrides the bbolt sizes, for the
+/// benchmark that compares them (`tests/benchmarks/etcd.py`); not for production.
+fn bbolt_override() -> Option<ChunkSizes> {
+    let v = std::env::var("BALLAST_BBOLT_CHUNKS").ok()?;
+    let n: Vec<u32> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    match n[..] {
+        [min, avg, max] if min < avg && avg < max && avg.is_power_of_two() => Some(ChunkSizes {
+            min: min * 1024,
+            avg: avg * 1024,
+            max: max * 1024,
+        }),
+        _ => None,
+    }
+}
+
 impl Params {
     pub fn new(kind: StreamKind, seed: u64) -> Params {
-        let s = kind.sizes();
+        let s = match kind {
+            StreamKind::Bbolt => bbolt_override().unwrap_or(kind.sizes()),
+            _ => kind.sizes(),
+        };
         let bits = v2020::logarithm2(s.avg);
         let normalization = Normalization::Level1.bits();
         let (gear, gear_ls) = v2020::get_gear_with_seed(seed);
