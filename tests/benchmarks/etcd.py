@@ -79,19 +79,50 @@ def etcd_bin_dir() -> Path:
     return Path(out.stdout.strip())
 
 
-def run_measured(cmd, env=None, shell=False) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS KiB, stdout) of a child; raises on failure."""
+# Peak RSS comes from wait4 in a small launcher process started before this script
+# holds the generated objects: a child forked from a large process reports that
+# process's peak as its own (Linux carries the old address space's high-water mark
+# over exec into ru_maxrss).
+LAUNCHER = r"""
+import json, os, subprocess, sys, tempfile, time
+for line in sys.stdin:
+    req = json.loads(line)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, shell=shell, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        _, status, rusage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - t0
+        p = subprocess.Popen(req["cmd"], env=req["env"], shell=req["shell"],
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        seconds = time.perf_counter() - t0
         out.seek(0)
         err.seek(0)
-        stdout = out.read().decode(errors="replace")
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"failed: {cmd}\n{err.read().decode(errors='replace')[-3000:]}")
-    return elapsed, rusage.ru_maxrss, stdout
+        print(json.dumps({"seconds": seconds, "rss_kib": ru.ru_maxrss,
+                          "rc": os.waitstatus_to_exitcode(status),
+                          "stdout": out.read().decode(errors="replace"),
+                          "stderr": err.read().decode(errors="replace")[-3000:]}), flush=True)
+"""
+_launcher: subprocess.Popen | None = None
+
+
+def run_measured(cmd, env=None, shell=False) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS KiB, stdout) of a child; raises on failure."""
+    global _launcher
+    if _launcher is None:
+        _launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+    _launcher.stdin.write(json.dumps({"cmd": cmd, "env": env or dict(os.environ), "shell": shell}) + "\n")
+    _launcher.stdin.flush()
+    r = json.loads(_launcher.stdout.readline())
+    if r["rc"] != 0:
+        raise SystemExit(f"failed: {cmd}\n{r['stderr']}")
+    return r["seconds"], r["rss_kib"], r["stdout"]
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Peak RSS of a running process's own address space."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def du(path: Path) -> int:
@@ -206,6 +237,7 @@ def main() -> int:
     ap.add_argument("--capture-seconds", type=int, default=60)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    run_measured(["true"])  # start the launcher while this process is small
     bins = etcd_bin_dir()
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
@@ -237,7 +269,7 @@ def main() -> int:
 
         repos = {c: work / f"repo-{c[0]}-{c[1]}-{c[2]}" for c in CHUNK_CANDIDATES}
         for c, repo in repos.items():
-            run_measured([args.ballast, "init"], env=ballast_env(repo, c))
+            run_measured([args.ballast, "repo", "init"], env=ballast_env(repo, c))
         first: dict = {}
         for c, repo in repos.items():
             before = du(repo)
@@ -305,8 +337,9 @@ def main() -> int:
         while time.time() < deadline and not any(e.get("event") == "segment" and e["info"]["end_revision"] >= final for _, e in events):
             time.sleep(0.1)
         caught_up = time.time()
+        watch_hwm = vm_hwm_kib(watch.pid)
         watch.send_signal(signal.SIGTERM)
-        _, status, rusage = os.wait4(watch.pid, 0)
+        watch.wait()
         reader.join()
         segs = [(t, e["info"]) for t, e in events if e.get("event") == "segment"]
         lags = [t - info["start_unix_ms"] / 1000 for t, info in segs]
@@ -315,7 +348,7 @@ def main() -> int:
             "segments": len(segs), "changes": sum(i["changes"] for _, i in segs),
             "max_lag_seconds": max(lags) if lags else None,
             "last_write_to_stored_seconds": caught_up - last_write,
-            "watch_peak_rss_mib": rusage.ru_maxrss / 1024,
+            "watch_peak_rss_mib": watch_hwm / 1024,
         }
         log(f"capture: {wrote / wsecs:.0f} writes/s, {len(segs)} segments, max lag {max(lags):.1f}s")
     finally:

@@ -21,15 +21,21 @@ struct Watcher {
 
 impl Watcher {
     fn start(env: &Env, etcd: &Etcd) -> Watcher {
+        Watcher::start_with(env, etcd, &[])
+    }
+
+    fn start_with(env: &Env, etcd: &Etcd, extra: &[&str]) -> Watcher {
+        let mut args = vec![
+            "etcd",
+            "watch",
+            "--endpoints",
+            &etcd.endpoint,
+            "--segment-interval",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
         let mut child = env
-            .cmd(&[
-                "etcd",
-                "watch",
-                "--endpoints",
-                &etcd.endpoint,
-                "--segment-interval",
-                "1s",
-            ])
+            .cmd(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -398,4 +404,34 @@ fn forget_keeps_delta_segments_while_their_full_snapshot_is_kept() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn scheduled_full_snapshots_leave_no_gap_in_the_chain() {
+    let etcd = Etcd::start();
+    let env = Env::init_local();
+    let mut watcher = Watcher::start_with(&env, &etcd, &["--full-every", "2s"]);
+    let mut revisions = vec![];
+    for round in 0..5 {
+        for i in 0..5 {
+            etcd.put(&format!("/r{round}/{i}"), "v");
+        }
+        revisions.push(etcd.revision());
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    watcher.wait_stored(*revisions.last().unwrap());
+    let said = watcher.stop();
+    assert!(
+        said.iter().filter(|l| l.contains("scheduled")).count() >= 1,
+        "{said:#?}"
+    );
+    // Every point restores, whichever full snapshot it starts from.
+    for (n, rev) in revisions.iter().enumerate() {
+        let (m, _) = restore_and_start(
+            &env,
+            &format!("at-{n}"),
+            &["--to-revision", &rev.to_string()],
+        );
+        assert_eq!(m.key_count(), 5 * (n as u64 + 1), "at revision {rev}");
+    }
 }

@@ -124,3 +124,35 @@ fn dry_run_prune_changes_nothing() {
         objects_before
     );
 }
+
+#[test]
+fn prune_merges_many_small_packs() {
+    let env = Env::init_local();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..10u64 {
+        std::fs::write(
+            src.join(format!("f{i}.bin")),
+            random_bytes(200 << 10, 100 + i),
+        )
+        .unwrap();
+        env.backup(&src, &[]);
+    }
+    let before = env.objects("data").len();
+    let first = env.json(&["repo", "prune"]);
+    assert!(first["packs_repacked"].as_u64().unwrap() >= 10, "{first}");
+    let second = env.json(&["repo", "prune", "--grace", "0s"]);
+    assert!(second["packs_deleted"].as_u64().unwrap() >= 10, "{second}");
+    let after = env.objects("data").len();
+    assert!(after * 4 < before, "{before} packs before, {after} after");
+    env.run(&["repo", "check", "--read-data"]).ok();
+    let target = env.path("restored");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    for i in 0..10u64 {
+        assert_eq!(
+            std::fs::read(target.join(format!("f{i}.bin"))).unwrap(),
+            random_bytes(200 << 10, 100 + i)
+        );
+    }
+}

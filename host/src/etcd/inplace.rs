@@ -204,16 +204,15 @@ fn count_keys(opts: &EtcdOptions) -> Result<u64, EtcdError> {
     rt.block_on(async {
         let ep = opts.endpoints.first().cloned().unwrap_or_default();
         let mut c = opts.connect(&ep).await?;
-        let r = c
-            .get(
-                "",
-                Some(
-                    etcd_client::GetOptions::new()
-                        .with_all_keys()
-                        .with_count_only(),
-                ),
-            )
+        let all = etcd_client::GetOptions::new()
+            .with_all_keys()
+            .with_count_only();
+        let r = tokio::time::timeout(opts.command_timeout, c.get("", Some(all)))
             .await
+            .map_err(|_| EtcdError::Request {
+                endpoint: ep.clone(),
+                detail: format!("no answer within {:?}", opts.command_timeout),
+            })?
             .map_err(|e| EtcdError::Request {
                 endpoint: ep.clone(),
                 detail: super::connect::describe(&e),
@@ -246,7 +245,9 @@ fn stop(
     Ok(aside)
 }
 
-/// Starts etcd by putting its manifest back, waits for it, and counts its keys.
+/// Starts etcd by putting its manifest back, waits for it, and counts its keys. A
+/// member of a cluster answers a count only once a majority runs, so the count is
+/// retried until the wait is over.
 fn start(
     manifest: &Manifest,
     aside: &Path,
@@ -254,8 +255,17 @@ fn start(
     waits: &Waits,
 ) -> Result<u64, EtcdError> {
     std::fs::rename(aside, &manifest.path).map_err(|e| io(aside, e))?;
+    let deadline = Instant::now() + waits.start;
     wait_for(opts, true, waits.start)?;
-    count_keys(opts)
+    loop {
+        match count_keys(opts) {
+            Ok(n) => return Ok(n),
+            Err(e) if Instant::now() > deadline => {
+                return Err(err(format!("etcd answers but cannot count its keys: {e}")))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }
 
 /// Restores `db` into the data directory of the manifest's member, in place.

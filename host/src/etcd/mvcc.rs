@@ -220,6 +220,28 @@ pub fn rewrite<W: Write + Seek>(
     ))
 }
 
+/// The user key in a `key` bucket value: field 1 of the `KeyValue`, which etcd
+/// writes first, read without decoding (and copying) the value after it.
+fn user_key(v: &[u8]) -> Option<&[u8]> {
+    if v.first() != Some(&0x0a) {
+        return None;
+    }
+    let (mut len, mut shift, mut i) = (0usize, 0u32, 1usize);
+    loop {
+        let b = *v.get(i)?;
+        len |= ((b & 0x7f) as usize) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 56 {
+            return None;
+        }
+    }
+    v.get(i..i.checked_add(len)?)
+}
+
 /// The latest revision of a database and the number of keys that exist at it (what
 /// `etcdctl get "" --prefix --count-only` says once it runs), in one pass.
 pub fn summarize(src: &Bolt) -> Result<(i64, u64), BoltError> {
@@ -228,12 +250,30 @@ pub fn summarize(src: &Bolt) -> Result<(i64, u64), BoltError> {
     let mut bad = None;
     src.for_each(KEY_BUCKET, &mut |k, v| {
         revision = main_revision(k).unwrap_or(revision);
-        match KeyValue::decode(v) {
-            Ok(kv) if !kv.key.is_empty() => {
-                alive.insert(kv.key, k.len() != 18);
+        let live = k.len() != 18;
+        let decoded;
+        let key = match user_key(v) {
+            Some(key) => key,
+            None if v.is_empty() => return, // a revision bump's marker
+            None => match KeyValue::decode(v) {
+                Ok(kv) => {
+                    decoded = kv.key;
+                    &decoded
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    return;
+                }
+            },
+        };
+        if key.is_empty() {
+            return;
+        }
+        match alive.get_mut(key) {
+            Some(state) => *state = live,
+            None => {
+                alive.insert(key.to_vec(), live);
             }
-            Ok(_) => {}
-            Err(e) => bad = Some(e),
         }
     })?;
     if let Some(e) = bad {

@@ -10,6 +10,7 @@
 //! expects of a member. An existing data directory is never deleted: restore refuses
 //! it, or moves it aside when asked to.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,7 +19,10 @@ use serde::Serialize;
 use super::bbolt::Bolt;
 use super::connect::EtcdError;
 use super::mvcc::{self, Change, Edits};
-use super::status;
+use super::snapshot;
+use super::status::{self, TrailerHash};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::Repository;
 
 /// One member to restore.
 #[derive(Debug, Clone, Serialize)]
@@ -135,28 +139,52 @@ pub struct RestoredMember {
     pub moved_aside: Option<PathBuf>,
 }
 
-/// A verified database file to restore from, and the temporary files behind it.
+/// A verified database file to restore from, and the temporary file behind it.
 pub struct Database {
     pub path: PathBuf,
-    /// Whether it ends with etcd's SHA-256 (else the tool is told to skip the check).
-    pub trailer: bool,
     _temp: Option<tempfile::TempPath>,
 }
 
 impl Database {
-    /// A snapshot file given by the user, verified in place.
+    /// A snapshot file given by the user, verified in place: etcd's SHA-256 trailer
+    /// when it has one, and every page of the bbolt file.
     pub fn file(path: &Path) -> Result<Database, EtcdError> {
-        let s = status::of_file(path).map_err(|e| EtcdError::Restore(e.to_string()))?;
+        status::of_file(path).map_err(|e| EtcdError::Restore(e.to_string()))?;
         Ok(Database {
             path: path.to_path_buf(),
-            trailer: s.sha256_verified,
             _temp: None,
         })
     }
 
-    /// A database written by `write` into a temporary file in `dir` (the data
-    /// directory's parent, so nothing large lands in /tmp), then verified.
-    pub fn temporary(
+    /// The database of a snapshot in the repository, written to a temporary file in
+    /// `dir` (the data directory's parent, so nothing large lands in /tmp). The
+    /// SHA-256 etcd sent is checked as the bytes pass, then the bbolt meta pages.
+    pub fn exported(dir: &Path, repo: &Repository, snap: &Snapshot) -> Result<Database, EtcdError> {
+        let db = Database::create(dir, |f| {
+            let mut out = TrailerCheck {
+                inner: std::io::BufWriter::with_capacity(1 << 20, f),
+                hash: TrailerHash::default(),
+            };
+            snapshot::write_database(repo, snap, &mut out)?;
+            out.inner.flush().map_err(|e| io(dir, e))?;
+            if !out.hash.matches() {
+                return Err(EtcdError::Restore(
+                    "the database does not match the SHA-256 etcd sent with it; run \
+                     `ballast repo check --read-data` to find the damage"
+                        .into(),
+                ));
+            }
+            Ok(())
+        })?;
+        let file = std::fs::File::open(&db.path).map_err(|e| io(&db.path, e))?;
+        // SAFETY: read-only map of the file just written.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&db.path, e))?;
+        Bolt::open(&map).map_err(|e| EtcdError::Restore(e.to_string()))?;
+        Ok(db)
+    }
+
+    /// A database written by `write` into a temporary file in `dir`.
+    fn create(
         dir: &Path,
         write: impl FnOnce(&mut std::fs::File) -> Result<(), EtcdError>,
     ) -> Result<Database, EtcdError> {
@@ -167,12 +195,8 @@ impl Database {
             .tempfile_in(dir)
             .map_err(|e| io(dir, e))?;
         write(temp.as_file_mut())?;
-        temp.as_file().sync_all().map_err(|e| io(temp.path(), e))?;
-        let path = temp.path().to_path_buf();
-        let s = status::of_file(&path).map_err(|e| EtcdError::Restore(e.to_string()))?;
         Ok(Database {
-            path,
-            trailer: s.sha256_verified,
+            path: temp.path().to_path_buf(),
             _temp: Some(temp.into_temp_path()),
         })
     }
@@ -203,7 +227,7 @@ impl Database {
         let src = Bolt::open(&map).map_err(|e| EtcdError::Restore(e.to_string()))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let mut outcome = None;
-        let db = Database::temporary(dir, |f| {
+        let db = Database::create(dir, |f| {
             let out = std::io::BufWriter::with_capacity(1 << 20, f);
             let (mut out, done) = mvcc::rewrite(
                 &src,
@@ -261,6 +285,24 @@ fn clear_the_way(plan: &Plan) -> Result<Vec<Option<PathBuf>>, EtcdError> {
     Ok(moved)
 }
 
+/// Passes writes through, checking the SHA-256 trailer on the way.
+struct TrailerCheck<W> {
+    inner: W,
+    hash: TrailerHash,
+}
+
+impl<W: std::io::Write> std::io::Write for TrailerCheck<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Lays out every member's data directory from `db`, then reads the first one back.
 pub fn restore(db: &Database, plan: &Plan, changes_applied: u64) -> Result<Restored, EtcdError> {
     for m in &plan.members {
@@ -283,9 +325,8 @@ pub fn restore(db: &Database, plan: &Plan, changes_applied: u64) -> Result<Resto
             .args(["--initial-cluster", &plan.initial_cluster])
             .args(["--initial-cluster-token", &plan.initial_cluster_token])
             .args(["--initial-advertise-peer-urls", &m.peer_urls]);
-        if !db.trailer {
-            cmd.arg("--skip-hash-check");
-        }
+        // ballast has verified the database (the tool would only do it again).
+        cmd.arg("--skip-hash-check");
         let out = cmd.output().map_err(|e| {
             EtcdError::Restore(format!("running {}: {e}", plan.tool.program.display()))
         })?;

@@ -7,9 +7,9 @@ use std::io::Read;
 
 use etcd_client::SnapshotStreaming;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::connect::{choose, describe, survey, EtcdError, EtcdOptions, MemberStatus};
+use super::status::TrailerHash;
 use crate::repo::chunker::StreamKind;
 use crate::repo::snapshot::{Snapshot, SnapshotId, Source};
 use crate::repo::stream::{self, StreamBackup};
@@ -24,26 +24,9 @@ struct SnapshotRead<'a> {
     timeout: std::time::Duration,
     buf: Vec<u8>,
     pos: usize,
-    sha: Sha256,
-    /// The last (up to) 32 bytes seen, not yet hashed: the trailer at the end.
-    tail: Vec<u8>,
+    hash: TrailerHash,
     bytes: u64,
     error: Option<String>,
-}
-
-impl SnapshotRead<'_> {
-    fn take_in(&mut self, block: &[u8]) {
-        self.tail.extend_from_slice(block);
-        if self.tail.len() > 32 {
-            let n = self.tail.len() - 32;
-            self.sha.update(&self.tail[..n]);
-            self.tail.drain(..n);
-        }
-    }
-
-    fn checksum_ok(&self) -> bool {
-        self.tail.len() == 32 && self.sha.clone().finalize().as_slice() == self.tail.as_slice()
-    }
 }
 
 impl Read for SnapshotRead<'_> {
@@ -57,9 +40,7 @@ impl Read for SnapshotRead<'_> {
                 Ok(Ok(Some(msg))) => {
                     self.buf = msg.blob().to_vec();
                     self.pos = 0;
-                    let block = std::mem::take(&mut self.buf);
-                    self.take_in(&block);
-                    self.buf = block;
+                    self.hash.update(&self.buf);
                 }
                 Ok(Ok(None)) => return Ok(0),
                 Ok(Err(e)) => {
@@ -80,6 +61,11 @@ impl Read for SnapshotRead<'_> {
         self.bytes += n as u64;
         Ok(n)
     }
+}
+
+/// The source name of a cluster's snapshots and delta segments.
+pub fn source_name(cluster_id: &str) -> String {
+    format!("etcd cluster {cluster_id}")
 }
 
 /// The outcome of a snapshot: the record, and what the members said.
@@ -116,8 +102,7 @@ pub fn take(
         timeout: opts.command_timeout.max(std::time::Duration::from_secs(30)),
         buf: vec![],
         pos: 0,
-        sha: Sha256::new(),
-        tail: Vec::with_capacity(64),
+        hash: TrailerHash::default(),
         bytes: 0,
         error: None,
     };
@@ -126,7 +111,9 @@ pub fn take(
         chunking: StreamKind::Bbolt,
         source: Source {
             kind: "etcd".into(),
-            paths: vec![endpoint.clone()],
+            // Named after the cluster, so that retention groups a cluster's
+            // snapshots together whichever member served them.
+            paths: vec![source_name(&source.cluster_id)],
             meta: Default::default(),
         },
         tags,
@@ -140,7 +127,7 @@ pub fn take(
         });
     }
     let mut result = written?;
-    if !reader.checksum_ok() {
+    if !reader.hash.matches() {
         return Err(EtcdError::Checksum { endpoint });
     }
     let meta = &mut result.snapshot.source.meta;
@@ -152,7 +139,7 @@ pub fn take(
         ("revision", json!(source.revision)),
         ("raft_index", json!(source.raft_index)),
         ("db_size", json!(result.bytes - 32)),
-        ("sha256", json!(hex::encode(&reader.tail))),
+        ("sha256", json!(hex::encode(reader.hash.trailer()))),
     ] {
         meta.insert(k.into(), v);
     }

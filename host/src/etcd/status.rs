@@ -39,6 +39,35 @@ pub enum StatusError {
     ChecksumMismatch { path: String },
 }
 
+/// The SHA-256 of a stream that ends with it (a snapshot as etcd sends it): every
+/// byte but the last 32 is hashed as it passes, and the last 32 are kept to compare.
+#[derive(Clone, Default)]
+pub struct TrailerHash {
+    sha: Sha256,
+    tail: Vec<u8>,
+}
+
+impl TrailerHash {
+    pub fn update(&mut self, block: &[u8]) {
+        self.tail.extend_from_slice(block);
+        if self.tail.len() > 32 {
+            let n = self.tail.len() - 32;
+            self.sha.update(&self.tail[..n]);
+            self.tail.drain(..n);
+        }
+    }
+
+    /// Whether the stream so far ended with the SHA-256 of what came before.
+    pub fn matches(&self) -> bool {
+        self.tail.len() == 32 && self.sha.clone().finalize().as_slice() == self.tail.as_slice()
+    }
+
+    /// The trailer seen (the last 32 bytes).
+    pub fn trailer(&self) -> &[u8] {
+        &self.tail
+    }
+}
+
 /// Whether a file of `len` bytes ends with etcd's SHA-256 trailer.
 pub fn has_checksum(len: u64) -> bool {
     len % 512 == 32

@@ -34,6 +34,9 @@ pub struct CaptureOptions {
     pub until_revision: Option<i64>,
     /// Stop after this long.
     pub run_for: Option<Duration>,
+    /// Take a full snapshot this often, so that chains stay short and retention can
+    /// let old ones go (segments depend on the newest full snapshot).
+    pub full_every: Option<Duration>,
     pub tags: Vec<String>,
 }
 
@@ -104,6 +107,8 @@ struct Capture<'a> {
     base: String,
     pending: Pending,
     summary: Summary,
+    /// When the newest full snapshot was taken.
+    last_full: Instant,
     report: &'a mut dyn FnMut(Progress),
 }
 
@@ -119,7 +124,7 @@ impl Capture<'_> {
             chunking: StreamKind::Dump,
             source: Source {
                 kind: delta::DELTA.into(),
-                paths: self.opts.endpoints.clone(),
+                paths: vec![snapshot::source_name(&self.cluster_id)],
                 meta: Default::default(),
             },
             tags: self.cap.tags.clone(),
@@ -148,19 +153,30 @@ impl Capture<'_> {
         Ok(())
     }
 
-    /// Takes a full snapshot; the capture goes on from its revision.
-    fn full_snapshot(&mut self, reason: String) -> Result<i64, EtcdError> {
+    /// Takes a full snapshot, which later segments depend on. After a compaction the
+    /// capture goes on from its revision (`jump`); otherwise it goes on where it was,
+    /// so that the chain from the previous snapshot has no gap.
+    fn full_snapshot(&mut self, reason: String, jump: bool) -> Result<i64, EtcdError> {
         let taken = snapshot::take(self.repo, self.opts, self.cap.tags.clone(), &mut |_| {})?;
         self.base = taken.id.to_string();
         self.summary.full_snapshots += 1;
-        self.summary.last_revision = taken.source.revision;
-        self.pending = Pending::new(taken.source.revision + 1);
+        self.last_full = Instant::now();
+        if jump {
+            self.summary.last_revision = taken.source.revision;
+            self.pending = Pending::new(taken.source.revision + 1);
+        }
         (self.report)(Progress::FullSnapshot {
             id: taken.id,
             revision: taken.source.revision,
             reason,
         });
         Ok(taken.source.revision)
+    }
+
+    fn full_due(&self) -> bool {
+        self.cap
+            .full_every
+            .is_some_and(|every| self.last_full.elapsed() >= every)
     }
 
     /// Adds the changes of one watch response.
@@ -209,6 +225,7 @@ impl Capture<'_> {
 /// How a watch stream ended.
 enum Ended {
     Stopped,
+    FullDue,
     Compacted(i64),
     Broken(String),
 }
@@ -235,19 +252,27 @@ pub fn capture(
         base: String::new(),
         pending: Pending::new(0),
         summary: Summary::default(),
+        last_full: Instant::now(),
         report,
     };
     let mut resume = match (timeline.newest_full(), timeline.captured_through()) {
         (Some(full), Some(through)) => {
             c.base = full.id.to_string();
+            let age = jiff::Timestamp::now().duration_since(full.snapshot.time);
+            c.last_full = Instant::now()
+                .checked_sub(age.unsigned_abs())
+                .unwrap_or_else(Instant::now);
             c.pending = Pending::new(through + 1);
             c.summary.last_revision = through;
             through
         }
-        _ => c.full_snapshot(format!(
-            "the repository holds no full snapshot of cluster {}",
-            source.cluster_id
-        ))?,
+        _ => c.full_snapshot(
+            format!(
+                "the repository holds no full snapshot of cluster {}",
+                source.cluster_id
+            ),
+            true,
+        )?,
     };
     let mut backoff = Duration::from_millis(200);
     while !stop.load(Ordering::SeqCst) && !c.done(started) {
@@ -291,12 +316,25 @@ pub fn capture(
         resume = c.summary.last_revision.max(resume);
         match ended {
             Ended::Stopped => break,
+            Ended::FullDue => {
+                let every = c.cap.full_every.unwrap_or_default();
+                c.full_snapshot(
+                    format!(
+                        "scheduled (--full-every {})",
+                        humantime::format_duration(every)
+                    ),
+                    false,
+                )?;
+            }
             Ended::Compacted(at) => {
-                resume = c.full_snapshot(format!(
-                    "revision {} was compacted away (etcd keeps history from {at}); \
-                     a new full snapshot restarts the chain",
-                    resume + 1
-                ))?;
+                resume = c.full_snapshot(
+                    format!(
+                        "revision {} was compacted away (etcd keeps history from {at}); \
+                         a new full snapshot restarts the chain",
+                        resume + 1
+                    ),
+                    true,
+                )?;
             }
             Ended::Broken(detail) => {
                 backoff = Duration::from_millis(200);
@@ -323,6 +361,9 @@ fn follow(
     loop {
         if stop.load(Ordering::SeqCst) || c.done(started) {
             return Ok(Ended::Stopped);
+        }
+        if c.full_due() {
+            return Ok(Ended::FullDue);
         }
         // Wake up for the segment deadline, and at least every 250 ms to notice a stop.
         let wait = c

@@ -72,6 +72,11 @@ pub fn marked_packs(repo: &Repository) -> Result<HashSet<PackId>> {
         .collect())
 }
 
+/// A pack smaller than this is merged with others by prune...
+const SMALL_PACK: u64 = (super::pack::TARGET_SIZE / 8) as u64;
+/// ... once there are this many.
+const MIN_SMALL_PACKS: usize = 8;
+
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
     /// How long a mark must age before its packs are deleted.
@@ -243,6 +248,22 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 }
             }
         }
+    }
+    // Small packs (the last pack of every backup, and every segment of an etcd
+    // capture) are merged once there are enough of them to be worth a rewrite.
+    let small: Vec<&IndexPack> = listed
+        .iter()
+        .filter(|(id, &size)| {
+            size < SMALL_PACK
+                && !already_marked.contains(id)
+                && !deleted.contains(id)
+                && !to_mark.contains(id)
+                && !to_repack.iter().any(|p| p.id == **id)
+        })
+        .filter_map(|(id, _)| indexed.get(id))
+        .collect();
+    if small.len() >= MIN_SMALL_PACKS {
+        to_repack.extend(small);
     }
     report.packs_repacked = to_repack.len();
     report.packs_marked = to_mark.len() + to_repack.len();

@@ -165,6 +165,19 @@ fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<Snapshot> {
 }
 
 /// Loads one snapshot by id, unique id prefix, or `latest`.
+/// Like [`find`], with `latest` meaning the newest snapshot of `kind` (so that an
+/// etcd command's `latest` is the newest full snapshot, not a delta segment).
+pub fn find_of_kind(repo: &Repository, spec: &str, kind: &str) -> Result<(SnapshotId, Snapshot)> {
+    if spec != "latest" {
+        return find(repo, spec);
+    }
+    list(repo)?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.source.kind == kind)
+        .ok_or_else(|| RepoError::NoSuchSnapshot(format!("latest (of kind {kind})")))
+}
+
 pub fn find(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
     if spec == "latest" {
         return list(repo)?

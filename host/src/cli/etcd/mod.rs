@@ -16,6 +16,7 @@ use super::context::GlobalArgs;
 use super::exit;
 use super::output;
 use crate::etcd::connect::EtcdOptions;
+use crate::etcd::delta;
 use crate::etcd::{snapshot, status};
 use crate::repo::snapshot as records;
 
@@ -162,7 +163,7 @@ fn status_of(g: &GlobalArgs, what: &str) -> Result<status::Status> {
     let repo = g.open().with_context(|| {
         format!("`{what}` is not a file; as a snapshot id it needs the repository")
     })?;
-    let (id, snap) = records::find(&repo, what)?;
+    let (id, snap) = records::find_of_kind(&repo, what, delta::FULL)?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("etcd.db");
     snapshot::export(&repo, &snap, &file)
@@ -234,7 +235,7 @@ fn take(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
 
 fn export(g: &GlobalArgs, a: ExportArgs) -> Result<i32> {
     let repo = g.open()?;
-    let (id, snap) = records::find(&repo, &a.snapshot)?;
+    let (id, snap) = records::find_of_kind(&repo, &a.snapshot, delta::FULL)?;
     let n = snapshot::export(&repo, &snap, &a.out).with_context(|| {
         format!(
             "exporting snapshot {} (the file must not exist yet)",

@@ -9,10 +9,10 @@ use serde_json::json;
 use super::ConnectArgs;
 use crate::cli::context::GlobalArgs;
 use crate::cli::{exit, output};
+use crate::etcd::delta;
 use crate::etcd::inplace::{self, Manifest, Waits};
 use crate::etcd::pitr::{self, Point, Timeline};
 use crate::etcd::restore::{self, Database, Member, Plan, Tool};
-use crate::etcd::snapshot;
 use crate::repo::snapshot as records;
 
 #[derive(Args)]
@@ -294,12 +294,9 @@ fn source(g: &GlobalArgs, what: &str, work_dir: &Path) -> Result<(Database, Stri
     let repo = g.open().with_context(|| {
         format!("`{what}` is not a file; as a snapshot id it needs the repository")
     })?;
-    let (id, snap) = records::find(&repo, what)?;
-    let db = Database::temporary(work_dir, |f| {
-        snapshot::write_database(&repo, &snap, f)?;
-        Ok(())
-    })
-    .with_context(|| format!("reading snapshot {}", id.short()))?;
+    let (id, snap) = records::find_of_kind(&repo, what, delta::FULL)?;
+    let db = Database::exported(work_dir, &repo, &snap)
+        .with_context(|| format!("reading snapshot {}", id.short()))?;
     Ok((db, format!("snapshot {}", id.short())))
 }
 
@@ -316,11 +313,8 @@ fn point_in_time(
     let mut skipped = vec![];
     for route in timeline.routes(&repo, point)? {
         let base = route.base;
-        let db = Database::temporary(work_dir, |f| {
-            snapshot::write_database(&repo, &base.snapshot, f)?;
-            Ok(())
-        })
-        .with_context(|| format!("reading snapshot {}", base.id.short()))?;
+        let db = Database::exported(work_dir, &repo, &base.snapshot)
+            .with_context(|| format!("reading snapshot {}", base.id.short()))?;
         let held = db.revision()?;
         if held > route.revision {
             // Written while that snapshot streamed: too late for this point.

@@ -28,6 +28,10 @@ pub struct WatchArgs {
     /// Stop after this long (default: run until SIGINT or SIGTERM)
     #[arg(long = "for", value_parser = humantime::parse_duration)]
     run_for: Option<Duration>,
+    /// Take a full snapshot this often (segments depend on the newest one, so
+    /// retention can let older chains go); `0s` never
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    full_every: Duration,
     /// Tag the segments and snapshots; repeatable
     #[arg(short, long)]
     tag: Vec<String>,
@@ -69,6 +73,7 @@ pub fn run(g: &GlobalArgs, a: WatchArgs) -> Result<i32> {
         bytes: a.segment_size,
         until_revision: a.until_revision,
         run_for: a.run_for,
+        full_every: (!a.full_every.is_zero()).then_some(a.full_every),
         tags: a.tag,
     };
     let json = g.json;
