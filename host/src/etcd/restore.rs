@@ -348,8 +348,10 @@ pub fn restore(db: &Database, plan: &Plan, changes_applied: u64) -> Result<Resto
     }
     let first = plan.members[0].data_dir.join("member/snap/db");
     let file = std::fs::File::open(&first).map_err(|e| io(&first, e))?;
-    // SAFETY: read-only map of the file just restored.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&first, e))?;
+    // SAFETY: read-only map of the file just restored. Every page is read, so
+    // they are mapped in one go rather than faulted in one by one.
+    let map =
+        unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| io(&first, e))?;
     let bolt = Bolt::open(&map).map_err(|e| EtcdError::Restore(e.to_string()))?;
     let (revision, keys) = mvcc::summarize(&bolt).map_err(|e| EtcdError::Restore(e.to_string()))?;
     Ok(Restored {
