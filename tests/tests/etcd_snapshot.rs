@@ -58,6 +58,11 @@ fn snapshot_export_and_reference_agree(version: Version) {
     );
     let ours = env.json(&["etcd", "status", out.to_str().unwrap()]);
     assert_eq!(ours["hash"], reference["hash"]);
+    // The same four numbers straight from the repository snapshot.
+    let from_repo = env.json(&["etcd", "status", "latest"]);
+    for k in ["hash", "revision", "totalKey", "totalSize"] {
+        assert_eq!(from_repo[k], ours[k], "{k}: {from_repo} vs {ours}");
+    }
     assert_eq!(ours["sha256Verified"], true);
     assert_eq!(ours["totalSize"], meta["db_size"]);
     let restored = etcd.dir.path().join("restored");
