@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::connect::{survey, EtcdError, EtcdOptions};
-use super::restore::{self, Database, Member, Plan, Restored, Tool};
+use super::restore::{self, stamp, Database, Member, Plan, Restored, Tool};
 
 /// The etcd static-pod manifest, and the flags of its etcd command.
 pub struct Manifest {
@@ -219,12 +219,6 @@ fn count_keys(opts: &EtcdOptions) -> Result<u64, EtcdError> {
             })?;
         Ok(r.count().max(0) as u64)
     })
-}
-
-fn stamp() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y%m%dT%H%M%SZ")
-        .to_string()
 }
 
 /// Stops etcd by moving its manifest aside; returns where the manifest went.

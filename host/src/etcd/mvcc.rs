@@ -220,6 +220,15 @@ pub fn rewrite<W: Write + Seek>(
     ))
 }
 
+/// The latest revision in a database: that of the last entry of its `key` bucket.
+pub fn latest_revision(src: &Bolt) -> Result<i64, BoltError> {
+    let mut revision = 0;
+    src.for_each(KEY_BUCKET, &mut |k, _| {
+        revision = main_revision(k).unwrap_or(revision)
+    })?;
+    Ok(revision)
+}
+
 /// The user key in a `key` bucket value: field 1 of the `KeyValue`, which etcd
 /// writes first, read without decoding (and copying) the value after it.
 fn user_key(v: &[u8]) -> Option<&[u8]> {

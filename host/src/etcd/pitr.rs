@@ -318,11 +318,7 @@ pub fn diff(
         )));
     }
     let (runs, reached) = timeline.chain(from, to);
-    let starts = timeline
-        .segments
-        .iter()
-        .any(|s| s.info.start_revision <= from + 1 && s.info.end_revision > from);
-    if reached < to || (to > from && !starts) {
+    if reached < to {
         return Err(EtcdError::Restore(format!(
             "the captured changes do not cover revisions {} to {to}; {}",
             from + 1,

@@ -176,10 +176,7 @@ impl Database {
             }
             Ok(())
         })?;
-        let file = std::fs::File::open(&db.path).map_err(|e| io(&db.path, e))?;
-        // SAFETY: read-only map of the file just written.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&db.path, e))?;
-        Bolt::open(&map).map_err(|e| EtcdError::Restore(e.to_string()))?;
+        Bolt::open(&map(&db.path, false)?).map_err(|e| EtcdError::Restore(e.to_string()))?;
         Ok(db)
     }
 
@@ -203,16 +200,9 @@ impl Database {
 
     /// The newest revision in the database.
     pub fn revision(&self) -> Result<i64, EtcdError> {
-        let file = std::fs::File::open(&self.path).map_err(|e| io(&self.path, e))?;
-        // SAFETY: read-only map of a file ballast verified and does not change.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&self.path, e))?;
+        let map = map(&self.path, false)?;
         let src = Bolt::open(&map).map_err(|e| EtcdError::Restore(e.to_string()))?;
-        let mut revision = 0;
-        src.for_each(mvcc::KEY_BUCKET, &mut |k, _| {
-            revision = mvcc::main_revision(k).unwrap_or(revision)
-        })
-        .map_err(|e| EtcdError::Restore(e.to_string()))?;
-        Ok(revision)
+        mvcc::latest_revision(&src).map_err(|e| EtcdError::Restore(e.to_string()))
     }
 
     /// A new database: this one with `changes` replayed and the revision bumped.
@@ -221,9 +211,7 @@ impl Database {
         changes: &mut dyn Iterator<Item = Result<Change, super::bbolt::BoltError>>,
         bump_revision: Option<i64>,
     ) -> Result<(Database, mvcc::Rewritten), EtcdError> {
-        let file = std::fs::File::open(&self.path).map_err(|e| io(&self.path, e))?;
-        // SAFETY: read-only map of a file ballast verified and does not change.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&self.path, e))?;
+        let map = map(&self.path, false)?;
         let src = Bolt::open(&map).map_err(|e| EtcdError::Restore(e.to_string()))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let mut outcome = None;
@@ -250,11 +238,28 @@ fn io(path: &Path, e: std::io::Error) -> EtcdError {
     EtcdError::Repo(crate::repo::RepoError::io(path, e))
 }
 
+/// A read-only map of a database file ballast wrote or verified and does not change
+/// while it is mapped; `populate` maps every page at once.
+fn map(path: &Path, populate: bool) -> Result<memmap2::Mmap, EtcdError> {
+    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let mut options = memmap2::MmapOptions::new();
+    if populate {
+        options.populate();
+    }
+    // SAFETY: read-only, and nothing writes the file while the map lives.
+    unsafe { options.map(&file) }.map_err(|e| io(path, e))
+}
+
+/// A UTC time for the names of directories and files moved aside.
+pub(super) fn stamp() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string()
+}
+
 /// Refuses (or moves aside) data directories in the way; an empty one is removed.
 fn clear_the_way(plan: &Plan) -> Result<Vec<Option<PathBuf>>, EtcdError> {
-    let stamp = jiff::Timestamp::now()
-        .strftime("%Y%m%dT%H%M%SZ")
-        .to_string();
+    let stamp = stamp();
     let mut moved = vec![];
     for m in &plan.members {
         let d = &m.data_dir;
@@ -347,11 +352,8 @@ pub fn restore(db: &Database, plan: &Plan, changes_applied: u64) -> Result<Resto
         });
     }
     let first = plan.members[0].data_dir.join("member/snap/db");
-    let file = std::fs::File::open(&first).map_err(|e| io(&first, e))?;
-    // SAFETY: read-only map of the file just restored. Every page is read, so
-    // they are mapped in one go rather than faulted in one by one.
-    let map =
-        unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| io(&first, e))?;
+    // Every page is read: mapped in one go rather than faulted in one by one.
+    let map = map(&first, true)?;
     let bolt = Bolt::open(&map).map_err(|e| EtcdError::Restore(e.to_string()))?;
     let (revision, keys) = mvcc::summarize(&bolt).map_err(|e| EtcdError::Restore(e.to_string()))?;
     Ok(Restored {
