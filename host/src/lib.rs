@@ -3,12 +3,14 @@
 //! - [`repo`]: the deduplicating, compressing, encrypting repository;
 //! - [`store`]: object storage locations (local paths, S3, GCS, Azure, memory);
 //! - [`files`]: file and volume backup and restore;
-//! - [`etcd`]: etcd snapshot files (status; snapshots and restore to come);
+//! - [`etcd`]: etcd snapshots, restore, change capture and point-in-time restore;
+//! - [`plugins`]: application hooks as sandboxed WebAssembly components;
 //! - [`cli`]: the `ballast` command line.
 
 pub mod cli;
 pub mod etcd;
 pub mod files;
+pub mod plugins;
 pub mod repo;
 pub mod store;
 pub mod sysinfo;

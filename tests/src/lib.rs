@@ -6,6 +6,7 @@ pub mod azurite;
 pub mod etcd;
 pub mod garage;
 pub mod kubelet;
+pub mod plugins;
 pub mod trees;
 
 use std::path::{Path, PathBuf};

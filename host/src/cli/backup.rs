@@ -1,4 +1,4 @@
-//! `ballast backup path DIR...` (later: `backup etcd`, `backup app`).
+//! `ballast backup path DIR...`; `backup app` is in `app.rs`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -16,6 +16,8 @@ use crate::files::backup::{self, BackupOptions, Parent, Progress};
 pub enum BackupCommand {
     /// Back up directories or files (a mounted volume, a host path)
     Path(PathArgs),
+    /// Dump an application through a plugin: quiesce, dump, unquiesce
+    App(super::app::BackupAppArgs),
 }
 
 #[derive(Args)]
@@ -52,6 +54,7 @@ pub struct PathArgs {
 pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> Result<i32> {
     match cmd {
         BackupCommand::Path(a) => path(g, a),
+        BackupCommand::App(a) => super::app::backup(g, a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ballast` command line: one module per noun. Each command parses its
 //! arguments, calls the library and prints a table (or JSON with `--json`).
 
+mod app;
 mod backup;
 mod context;
 mod demo;
@@ -8,6 +9,7 @@ mod etcd;
 mod forget;
 mod key;
 mod output;
+mod plugin;
 mod repo;
 mod restore;
 mod snapshots;
@@ -74,8 +76,23 @@ enum Command {
     /// etcd: snapshots from a running cluster, exported files, status
     #[command(subcommand)]
     Etcd(etcd::EtcdCommand),
+    /// Application plugins: list, inspect, check, scaffold
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Run a plugin's hooks by hand (for plugin authors)
+    #[command(subcommand)]
+    Hook(plugin::HookCommand),
+    /// Check a backup without restoring it
+    #[command(subcommand)]
+    Verify(VerifyCommand),
     /// Run a self-contained demonstration in a local directory
     Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum VerifyCommand {
+    /// Have the plugin that made an application backup check its dump
+    App(app::VerifyAppArgs),
 }
 
 /// Parses the process arguments, runs the command, and returns the exit code.
@@ -114,6 +131,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore(a) => restore::run(g, a),
         Command::Forget(a) => forget::run(g, a),
         Command::Etcd(c) => etcd::run(g, c),
+        Command::Plugin(c) => plugin::run(g, c),
+        Command::Hook(c) => plugin::hook(g, c),
+        Command::Verify(VerifyCommand::App(a)) => app::verify(g, a),
         Command::Demo(a) => demo::run(g, a),
     }
 }

@@ -1,4 +1,4 @@
-//! `ballast restore SNAPSHOT --target DIR`.
+//! `ballast restore SNAPSHOT --target DIR`; `restore app` is in `app.rs`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -14,12 +14,16 @@ use crate::files::restore::{self, Progress, RestoreOptions};
 use crate::repo::snapshot;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct RestoreArgs {
+    #[command(subcommand)]
+    app: Option<RestoreCommand>,
     /// Snapshot id (or unique prefix, or `latest`)
-    snapshot: String,
+    #[arg(required = true)]
+    snapshot: Option<String>,
     /// Directory to restore into (created if missing; existing files are overwritten)
-    #[arg(long, short)]
-    target: PathBuf,
+    #[arg(long, short, required = true)]
+    target: Option<PathBuf>,
     /// Restore only paths matching this glob, and everything below them; repeatable
     #[arg(long, short)]
     include: Vec<String>,
@@ -28,11 +32,23 @@ pub struct RestoreArgs {
     threads: usize,
 }
 
+#[derive(clap::Subcommand)]
+enum RestoreCommand {
+    /// Load an application backup into a target through its plugin
+    App(super::app::RestoreAppArgs),
+}
+
 pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
+    if let Some(RestoreCommand::App(app)) = a.app {
+        return super::app::restore(g, app);
+    }
+    let (Some(spec), Some(target)) = (a.snapshot, a.target) else {
+        anyhow::bail!("restore needs a SNAPSHOT and --target DIR");
+    };
     let repo = g.open()?;
-    let (id, snap) = snapshot::find(&repo, &a.snapshot)?;
+    let (id, snap) = snapshot::find(&repo, &spec)?;
     let opts = RestoreOptions {
-        target: a.target,
+        target,
         include: a.include,
         threads: a.threads,
     };

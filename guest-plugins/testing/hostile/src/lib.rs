@@ -1,0 +1,129 @@
+//! A plugin that misbehaves on purpose, for the host's fault tests. The parameter
+//! `attack` picks what it does; it never ships in the catalog.
+//!
+//! | attack | hook | what it does |
+//! |---|---|---|
+//! | `spin` | pre-backup | loops forever |
+//! | `spin-backup` | backup | loops forever, after a successful pre-backup |
+//! | `memory` | pre-backup | allocates until something stops it |
+//! | `file` | pre-backup | reads `/etc/passwd` (or the parameter `path`) |
+//! | `socket` | pre-backup | connects to the parameter `address` over TCP |
+//! | `env` | pre-backup | reads its environment |
+//! | `program` | pre-backup | runs `sh -c id` |
+//! | `url` | pre-backup | requests the parameter `url` |
+//! | `sql` | pre-backup | opens a session on the target |
+//! | `trap-mid-dump` | pre-backup, backup | read-locks the target's tables (MySQL), then writes half a dump and panics |
+//!
+//! Whatever the attack, `post-backup` logs `post-backup ran` so tests can see it ran;
+//! after `trap-mid-dump` it also writes to the target, which a leftover lock would block.
+
+use std::cell::RefCell;
+
+use ballast_plugin_sdk::sql::{self, Session};
+use ballast_plugin_sdk::{self as sdk, exec, http, Error, Info, Plugin, Sink};
+
+struct Hostile;
+
+thread_local! {
+    static LOCK: RefCell<Option<Session>> = const { RefCell::new(None) };
+}
+
+fn attack() -> String {
+    sdk::param("attack").unwrap_or_default()
+}
+
+impl Plugin for Hostile {
+    fn info() -> Info {
+        sdk::info(
+            "hostile",
+            env!("CARGO_PKG_VERSION"),
+            "misbehaves on purpose (tests)",
+            &[],
+        )
+    }
+
+    fn pre_backup(target: &str) -> Result<(), Error> {
+        match attack().as_str() {
+            "spin" => spin(),
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    sdk::job::progress(hoard.len() as u64, None);
+                }
+            }
+            "file" => {
+                let path = sdk::param("path").unwrap_or_else(|| "/etc/passwd".into());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => Err(sdk::failed(format!("LEAKED {path}: {text}"))),
+                    Err(e) => Err(sdk::failed(format!("reading {path}: {e}"))),
+                }
+            }
+            "socket" => {
+                let address = sdk::param("address").unwrap_or_else(|| "127.0.0.1:3306".into());
+                match std::net::TcpStream::connect(&address) {
+                    Ok(_) => Err(sdk::failed(format!("LEAKED a connection to {address}"))),
+                    Err(e) => Err(sdk::failed(format!("connecting to {address}: {e}"))),
+                }
+            }
+            "env" => {
+                let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                Err(sdk::failed(format!(
+                    "environment: {} variables {vars:?}",
+                    vars.len()
+                )))
+            }
+            "program" => exec::spawn("sh", &["-c".into(), "id".into()], None).map(|_| ()),
+            "url" => {
+                let url = sdk::param("url").unwrap_or_else(|| "http://127.0.0.1:9/".into());
+                http::request("GET", &url, &[], &[]).map(|_| ())
+            }
+            "sql" => sql::open(target).map(|_| ()),
+            "trap-mid-dump" => {
+                let session = sql::open(target)?;
+                session.execute("FLUSH TABLES WITH READ LOCK", &[])?;
+                sdk::log("tables read-locked");
+                LOCK.with(|l| *l.borrow_mut() = Some(session));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn backup(_target: &str, out: &Sink) -> Result<(), Error> {
+        match attack().as_str() {
+            "spin-backup" => spin(),
+            "trap-mid-dump" => {
+                out.write(b"-- half a dump\nINSERT INTO t VALUES (1);\n")?;
+                panic!("the plugin crashed in the middle of its dump");
+            }
+            _ => out.write(b"hostile\n"),
+        }
+    }
+
+    fn post_backup(target: &str) -> Result<(), Error> {
+        sdk::log(format!(
+            "post-backup ran (recovery: {})",
+            sdk::param("ballast.recovery").unwrap_or_else(|| "0".into())
+        ));
+        if attack() == "trap-mid-dump" {
+            // The crashed instance's session must be gone, and its lock with it: a
+            // write has to go through well within the lock wait.
+            let session = sql::open(target)?;
+            session.execute("SET SESSION lock_wait_timeout = 5", &[])?;
+            session.execute("CREATE TABLE IF NOT EXISTS hostile_probe (n INT)", &[])?;
+            session.execute("INSERT INTO hostile_probe VALUES (1)", &[])?;
+            sdk::log("the database takes writes");
+        }
+        Ok(())
+    }
+}
+
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+sdk::plugin!(Hostile);

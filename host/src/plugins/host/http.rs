@@ -1,0 +1,73 @@
+//! Outgoing HTTP to the URL prefixes the policy grants. Redirects are not followed
+//! (the plugin may ask again, and is checked again), proxies are not used, bodies
+//! are capped.
+
+use super::HostError;
+use crate::plugins::state::JobState;
+use crate::plugins::v0_1::ballast::plugin::http;
+
+const MAX_BODY: usize = 16 << 20;
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl http::Host for JobState {
+    async fn request(
+        &mut self,
+        method: String,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<http::Response, HostError> {
+        let parsed =
+            url::Url::parse(&url).map_err(|e| HostError::Invalid(format!("URL {url}: {e}")))?;
+        self.ctx.grants.url(&parsed).map_err(HostError::Denied)?;
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| HostError::Invalid(format!("{method} is not an HTTP method")))?;
+        if body.len() > MAX_BODY {
+            return Err(HostError::Invalid("the request body is over 16 MiB".into()));
+        }
+        let client = match &self.http {
+            Some(c) => c.clone(),
+            None => {
+                let c = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .timeout(TIMEOUT)
+                    .build()
+                    .map_err(|e| HostError::Failed(e.to_string()))?;
+                self.http = Some(c.clone());
+                c
+            }
+        };
+        let mut req = client.request(method, parsed).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let failed = |e: reqwest::Error| HostError::Failed(format!("{url}: {e}"));
+        let mut resp = req.send().await.map_err(failed)?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(HostError::Failed(format!(
+                    "{url}: the response body is over 16 MiB"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(http::Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}

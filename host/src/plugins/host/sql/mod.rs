@@ -1,0 +1,157 @@
+//! Database sessions: the host connects to a target of the policy with its secrets,
+//! the plugin gets a handle. A session closes when the plugin drops it or its store
+//! ends, which releases whatever it holds (`FLUSH TABLES WITH READ LOCK`, a
+//! `pg_backup_start`).
+
+mod mysql;
+mod postgres;
+
+use std::collections::VecDeque;
+
+use wasmtime::component::Resource;
+
+use super::HostError;
+use crate::plugins::policy::{Target, TargetKind};
+use crate::plugins::state::JobState;
+use crate::plugins::v0_1::ballast::plugin::sql::{self, Value};
+
+/// Sessions one store may hold at once.
+const MAX_SESSIONS: usize = 8;
+/// Rows a query may return: hooks ask small questions (use LIMIT for more).
+const MAX_ROWS: usize = 100_000;
+/// The most rows one `rows.next` returns.
+const MAX_BATCH: usize = 1000;
+
+pub enum Session {
+    Mysql(mysql_async::Conn),
+    Postgres(tokio_postgres::Client),
+}
+
+/// A query's result, read in batches.
+pub struct Rows {
+    columns: Vec<String>,
+    rows: VecDeque<Vec<Value>>,
+}
+
+impl Session {
+    async fn connect(target: &Target) -> Result<Session, HostError> {
+        let password = match &target.password {
+            Some(s) => Some(s.read().map_err(|e| {
+                HostError::Failed(format!("the password of target {}: {e}", target.name))
+            })?),
+            None => None,
+        };
+        let fail = |e: String| {
+            HostError::Failed(format!(
+                "connecting to target {} ({}): {e}",
+                target.name, target.address
+            ))
+        };
+        match target.kind {
+            TargetKind::Mysql => mysql::connect(target, password).await.map(Session::Mysql),
+            TargetKind::Postgresql => postgres::connect(target, password)
+                .await
+                .map(Session::Postgres),
+        }
+        .map_err(fail)
+    }
+}
+
+/// `host:port`, the port defaulting to `default`.
+pub fn split_address(address: &str, default: u16) -> Result<(String, u16), String> {
+    match address.rsplit_once(':') {
+        Some((h, p)) => p
+            .parse()
+            .map(|p| (h.trim_matches(['[', ']']).to_string(), p))
+            .map_err(|_| format!("the address {address} has no valid port")),
+        None => Ok((address.to_string(), default)),
+    }
+}
+
+impl sql::Host for JobState {
+    async fn open(&mut self, target: String) -> Result<Resource<Session>, HostError> {
+        let target = self
+            .ctx
+            .grants
+            .target(&target)
+            .map_err(HostError::Denied)?
+            .clone();
+        if self.sessions >= MAX_SESSIONS {
+            return Err(HostError::Denied(format!(
+                "sql: at most {MAX_SESSIONS} sessions may be open at once"
+            )));
+        }
+        let session = Session::connect(&target).await?;
+        self.sessions += 1;
+        Ok(self.table.push(session)?)
+    }
+}
+
+impl sql::HostSession for JobState {
+    async fn execute(
+        &mut self,
+        session: Resource<Session>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> Result<u64, HostError> {
+        match self.table.get_mut(&session)? {
+            Session::Mysql(c) => mysql::execute(c, &statement, params).await,
+            Session::Postgres(c) => postgres::execute(c, &statement, params).await,
+        }
+        .map_err(HostError::Failed)
+    }
+
+    async fn query(
+        &mut self,
+        session: Resource<Session>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> Result<Resource<Rows>, HostError> {
+        let (columns, rows) = match self.table.get_mut(&session)? {
+            Session::Mysql(c) => mysql::query(c, &statement, params).await,
+            Session::Postgres(c) => postgres::query(c, &statement, params).await,
+        }?;
+        if rows.len() > MAX_ROWS {
+            return Err(HostError::Failed(format!(
+                "the query returned more than {MAX_ROWS} rows; page through it with LIMIT"
+            )));
+        }
+        Ok(self.table.push(Rows {
+            columns,
+            rows: rows.into(),
+        })?)
+    }
+
+    async fn drop(&mut self, session: Resource<Session>) -> wasmtime::Result<()> {
+        let s = self.table.delete(session)?;
+        self.sessions -= 1;
+        s.close().await;
+        Ok(())
+    }
+}
+
+impl Session {
+    /// Closes the connection politely (the server releases its locks either way).
+    async fn close(self) {
+        if let Session::Mysql(c) = self {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), c.disconnect()).await;
+        }
+    }
+}
+
+impl sql::HostRows for JobState {
+    async fn columns(&mut self, rows: Resource<Rows>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.table.get(&rows)?.columns.clone())
+    }
+
+    async fn next(&mut self, rows: Resource<Rows>, max: u32) -> Result<Vec<Vec<Value>>, HostError> {
+        let r = self.table.get_mut(&rows)?;
+        let n = (max as usize).clamp(1, MAX_BATCH).min(r.rows.len());
+        Ok(r.rows.drain(..n).collect())
+    }
+
+    async fn drop(&mut self, rows: Resource<Rows>) -> wasmtime::Result<()> {
+        self.table.delete(rows)?;
+        Ok(())
+    }
+}

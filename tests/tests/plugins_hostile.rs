@@ -1,0 +1,215 @@
+//! Hostile plugins: each misbehaviour is stopped, named, and leaves nothing behind
+//! (no snapshot record, no lock on the database).
+
+use ballast_tests::plugins::{component, env, Mysql};
+use ballast_tests::Env;
+
+fn hostile_env(db: Option<&Mysql>) -> Env {
+    let targets = db.map(|d| d.target("db")).unwrap_or_default();
+    env(&format!(
+        r#"targets:
+{targets}plugins:
+  - name: hostile
+    targets: [{}]
+    limits: {{ memory: 32MiB, timeouts: {{ pre-backup: 2s, backup: 2s }} }}
+"#,
+        if db.is_some() { "db" } else { "" }
+    ))
+}
+
+fn hook(env: &Env, attack: &str, extra: &[&str]) -> ballast_tests::Out {
+    let c = component("hostile");
+    let p = format!("attack={attack}");
+    let mut args = vec![
+        "hook",
+        "run",
+        c.as_str(),
+        "--target",
+        "db",
+        "--phase",
+        "pre-backup",
+        "-p",
+        p.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    env.run(&args)
+}
+
+#[test]
+fn an_endless_loop_is_stopped_at_its_deadline_and_post_backup_still_runs() {
+    let env = hostile_env(None);
+    let out = hook(&env, "spin", &[]).expect_code(1);
+    assert!(
+        out.stdout.contains(
+            "pre-backup did not finish within 2s (limits.timeouts.pre-backup in the policy)"
+        ),
+        "{out:?}"
+    );
+    // In backup: the dump fails, nothing is recorded, post-backup runs in a fresh
+    // instance.
+    let c = component("hostile");
+    let out = env
+        .run(&[
+            "backup",
+            "app",
+            "--plugin",
+            &c,
+            "--target",
+            "db",
+            "-p",
+            "attack=spin-backup",
+        ])
+        .expect_code(1);
+    assert!(
+        out.stdout
+            .contains("backup: FAILED: plugin hostile: backup did not finish within 2s"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("post-backup: ok"), "{out:?}");
+    assert!(
+        out.stderr.contains("post-backup ran (recovery: 1)"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("no snapshot was recorded"), "{out:?}");
+    assert!(env.snapshot_ids().is_empty());
+}
+
+#[test]
+fn a_memory_bomb_stops_at_its_cap() {
+    let env = hostile_env(None);
+    let out = hook(&env, "memory", &[]).expect_code(1);
+    assert!(
+        out.stdout
+            .contains("reached its memory limit of 32.0 MiB (limits.memory in the policy)"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn host_files_sockets_and_environment_are_out_of_reach() {
+    let env = hostile_env(None);
+    let out = hook(&env, "file", &[]).expect_code(1);
+    assert!(out.stdout.contains("reading /etc/passwd:"), "{out:?}");
+    assert!(
+        !out.stdout.contains("LEAKED") && !out.stdout.contains("root:x:"),
+        "{out:?}"
+    );
+    // The repository's own files are as far away as /etc.
+    let repo_config = env.repo_path().join("config");
+    let path = format!("path={}", repo_config.display());
+    let out = hook(&env, "file", &["-p", &path]).expect_code(1);
+    assert!(!out.stdout.contains("LEAKED"), "{out:?}");
+
+    // A listener that would accept the connection if the sandbox let it through.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("address={}", listener.local_addr().unwrap());
+    let out = hook(&env, "socket", &["-p", &address]).expect_code(1);
+    assert!(out.stdout.contains("connecting to 127.0.0.1:"), "{out:?}");
+    assert!(!out.stdout.contains("LEAKED"), "{out:?}");
+
+    let out = hook(&env, "env", &[]).expect_code(1);
+    assert!(out.stdout.contains("environment: 0 variables"), "{out:?}");
+}
+
+#[test]
+fn programs_urls_and_targets_not_granted_are_denied_by_name() {
+    let env = hostile_env(None);
+    let out = hook(&env, "program", &[]).expect_code(1);
+    assert!(
+        out.stdout.contains("pre-backup was denied: exec: program sh is not granted to plugin hostile (granted: none)"),
+        "{out:?}"
+    );
+    let out = hook(&env, "url", &["-p", "url=http://127.0.0.1:9/x"]).expect_code(1);
+    assert!(
+        out.stdout
+            .contains("http: URL http://127.0.0.1:9/x is not granted to plugin hostile"),
+        "{out:?}"
+    );
+    let out = hook(&env, "sql", &["--json"]).expect_code(1);
+    let v = out.json();
+    let denied = v["denied"].as_array().unwrap();
+    assert_eq!(denied.len(), 1, "{v}");
+    assert!(
+        denied[0]
+            .as_str()
+            .unwrap()
+            .starts_with("target db is not granted to plugin hostile"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_crash_mid_dump_records_nothing_and_leaves_the_database_unlocked() {
+    let db = Mysql::create();
+    let env = hostile_env(Some(&db));
+    let c = component("hostile");
+    let out = env
+        .run(&[
+            "backup",
+            "app",
+            "--plugin",
+            &c,
+            "--target",
+            "db",
+            "-p",
+            "attack=trap-mid-dump",
+        ])
+        .expect_code(1);
+    assert!(out.stderr.contains("tables read-locked"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("backup: FAILED: plugin hostile: backup crashed"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("the plugin crashed in the middle of its dump"),
+        "{out:?}"
+    );
+    // post-backup ran in a fresh instance, after the crashed one's session (and its
+    // FLUSH TABLES WITH READ LOCK) was closed: its write went through.
+    assert!(
+        out.stderr.contains("post-backup ran (recovery: 1)"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("the database takes writes"), "{out:?}");
+    assert!(out.stdout.contains("post-backup: ok"), "{out:?}");
+    assert_eq!(db.sql("SELECT COUNT(*) FROM hostile_probe").trim(), "1");
+    assert!(
+        env.snapshot_ids().is_empty(),
+        "a failed dump must not look like a backup"
+    );
+    // The half-written dump left packs, but the repository is consistent.
+    env.run(&["repo", "check"]).ok();
+}
+
+#[test]
+fn components_built_for_another_api_or_none_are_refused() {
+    let env = hostile_env(None);
+    let out = env
+        .run(&["plugin", "info", &component("wrong-version")])
+        .expect_code(1);
+    assert!(
+        out.stderr
+            .contains("is built for ballast:plugin@0.2.0; this ballast serves 0.1.0"),
+        "{out:?}"
+    );
+    let cmd = ballast_tests::plugins::built().join("not-a-plugin.wasm");
+    let out = env
+        .run(&["plugin", "info", &cmd.display().to_string()])
+        .expect_code(1);
+    assert!(
+        out.stderr
+            .contains("is not a ballast plugin: it exports no ballast:plugin/hooks"),
+        "{out:?}"
+    );
+    let junk = env.path("junk.wasm");
+    std::fs::write(&junk, b"\0asm not really").unwrap();
+    let out = env
+        .run(&["plugin", "info", &junk.display().to_string()])
+        .expect_code(1);
+    assert!(
+        out.stderr.contains("is not a WebAssembly component"),
+        "{out:?}"
+    );
+}
