@@ -18,16 +18,18 @@ impl Plugin for QuiesceExec {
         )
     }
 
-    fn pre_backup(target: &str) -> Result<(), Error> {
-        run("pre", target)
+    fn pre_backup(_target: &str) -> Result<(), Error> {
+        run("pre")
     }
 
-    fn post_backup(target: &str) -> Result<(), Error> {
-        run("post", target)
+    fn post_backup(_target: &str) -> Result<(), Error> {
+        run("post")
     }
 }
 
-fn run(param: &str, target: &str) -> Result<(), Error> {
+/// Runs the command of a parameter. The target names what is quiesced; it is not a
+/// database, so no credentials go to the command.
+fn run(param: &str) -> Result<(), Error> {
     let Some(command) = sdk::param(param) else {
         return Ok(());
     };
@@ -36,8 +38,7 @@ fn run(param: &str, target: &str) -> Result<(), Error> {
         .next()
         .ok_or_else(|| sdk::invalid(format!("the parameter {param} is empty")))?;
     let args: Vec<&str> = words.collect();
-    let target = (!target.is_empty()).then_some(target);
-    let output = sdk::run(program, &args, target)?;
+    let output = sdk::run(program, &args, None)?;
     sdk::log(format!(
         "{command}: ok{}",
         if output.is_empty() {

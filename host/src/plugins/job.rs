@@ -429,6 +429,12 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Drops the store: the next call runs in a fresh instance (what a trap leads
+    /// to, and what the instantiation benchmark measures).
+    pub fn restart(&mut self) {
+        self.live = None;
+    }
+
     /// Ends the job: drops the store, closing whatever it still holds.
     pub fn finish(mut self) -> Arc<JobContext> {
         self.live = None;
