@@ -1,4 +1,5 @@
-//! PostgreSQL: `pg_dump` custom format, `pg_restore`, `pg_restore --list` as the
+//! PostgreSQL: `pg_dump` custom format (uncompressed: the repository compresses and
+//! deduplicates), `pg_restore`, `pg_restore --list` as the
 //! check, and `pg_backup_start`/`pg_backup_stop` around volume snapshots.
 //!
 //! Parameters: `clean` (restore drops objects first), `no-owner` (restore skips
@@ -48,7 +49,10 @@ impl Plugin for Postgresql {
     }
 
     fn backup(target: &str, out: &Sink) -> Result<(), Error> {
-        let process = exec::spawn("pg_dump", &["--format=custom".to_string()], Some(target))?;
+        // Uncompressed: ballast compresses (zstd, faster than pg_dump's zlib) and
+        // deduplicates, which a compressed archive would defeat from one day to the next.
+        let args = ["--format=custom".to_string(), "--compress=0".to_string()];
+        let process = exec::spawn("pg_dump", &args, Some(target))?;
         process.close();
         let bytes = sdk::copy_out(&process, out)?;
         sdk::finish("pg_dump", process)?;

@@ -11,7 +11,7 @@ use std::io::Read;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::host::streams::{Sink, Source};
+use super::host::streams::{Chunks, Sink, Source};
 use super::job::{Job, JobContext, JobOptions, Sequence};
 use super::policy::Grants;
 use super::runtime::{Loaded, Runtime};
@@ -134,14 +134,9 @@ pub fn replay(
         rt.tokio.block_on(async move {
             let mut job = Job::new(plugin, grants, opts)?;
             let source = Source {
-                rx,
-                pending: vec![],
-                pos: 0,
+                chunks: Chunks::new(rx),
             };
-            let result = match target {
-                Some(t) => job.restore(t, source).await,
-                None => job.verify(source).await,
-            };
+            let result = job.replay(target, source).await;
             Ok((result, job.finish()))
         })
     })

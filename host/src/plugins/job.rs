@@ -369,8 +369,15 @@ impl<'a> Job<'a> {
         self.settle("backup", outcome)
     }
 
-    pub async fn restore(&mut self, target: &str, source: Source) -> HookResult {
-        let limit = self.limits().timeout("restore");
+    /// Runs `restore` on `target` with `source` as its input, or `verify` without a
+    /// target.
+    pub async fn replay(&mut self, target: Option<&str>, source: Source) -> HookResult {
+        let hook = if target.is_some() {
+            "restore"
+        } else {
+            "verify"
+        };
+        let limit = self.limits().timeout(hook);
         let live = self.live().await?;
         let input: Resource<Source> = live
             .store
@@ -380,28 +387,14 @@ impl<'a> Job<'a> {
             .map_err(|e| PluginError::Hook(e.to_string()))?;
         let hooks = live.instance.ballast_plugin_hooks();
         let borrowed = Resource::new_borrow(input.rep());
-        let outcome =
-            tokio::time::timeout(limit, hooks.call_restore(&mut live.store, target, borrowed))
-                .await;
+        let outcome = match target {
+            Some(t) => {
+                tokio::time::timeout(limit, hooks.call_restore(&mut live.store, t, borrowed)).await
+            }
+            None => tokio::time::timeout(limit, hooks.call_verify(&mut live.store, borrowed)).await,
+        };
         let _ = live.store.data_mut().table.delete(input);
-        self.settle("restore", outcome)
-    }
-
-    pub async fn verify(&mut self, source: Source) -> HookResult {
-        let limit = self.limits().timeout("verify");
-        let live = self.live().await?;
-        let input: Resource<Source> = live
-            .store
-            .data_mut()
-            .table
-            .push(source)
-            .map_err(|e| PluginError::Hook(e.to_string()))?;
-        let hooks = live.instance.ballast_plugin_hooks();
-        let borrowed = Resource::new_borrow(input.rep());
-        let outcome =
-            tokio::time::timeout(limit, hooks.call_verify(&mut live.store, borrowed)).await;
-        let _ = live.store.data_mut().table.delete(input);
-        self.settle("verify", outcome)
+        self.settle(hook, outcome)
     }
 
     /// pre-backup, then `during` (a dump, a volume snapshot), then post-backup if

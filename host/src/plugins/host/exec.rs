@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 
+use super::streams::Chunks;
 use super::HostError;
 use crate::plugins::policy::{Target, TargetKind};
 use crate::plugins::state::JobState;
@@ -32,9 +33,7 @@ pub struct Process {
     program: String,
     child: tokio::process::Child,
     stdin: Option<tokio::process::ChildStdin>,
-    stdout: mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    pending: Vec<u8>,
-    pos: usize,
+    stdout: Chunks,
     stderr: Arc<Mutex<VecDeque<u8>>>,
     stderr_done: Option<tokio::task::JoinHandle<()>>,
 }
@@ -96,7 +95,7 @@ impl exec::Host for JobState {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        let _ = tx.send(Err(e.to_string())).await;
                         break;
                     }
                 }
@@ -123,9 +122,7 @@ impl exec::Host for JobState {
             program,
             child,
             stdin,
-            stdout: rx,
-            pending: vec![],
-            pos: 0,
+            stdout: Chunks::new(rx),
             stderr: tail,
             stderr_done: Some(stderr_done),
         })?)
@@ -194,27 +191,12 @@ fn credentials(cmd: &mut tokio::process::Command, t: &Target, home: &Path) -> Re
 
 impl exec::HostProcess for JobState {
     async fn read(&mut self, process: Resource<Process>, max: u32) -> Result<Vec<u8>, HostError> {
-        let max = (max as usize).clamp(1, 1 << 20);
         let p = self.table.get_mut(&process)?;
-        if p.pos == p.pending.len() {
-            match p.stdout.recv().await {
-                None => return Ok(vec![]),
-                Some(Err(e)) => {
-                    return Err(HostError::Failed(format!(
-                        "reading from {}: {e}",
-                        p.program
-                    )))
-                }
-                Some(Ok(chunk)) => {
-                    p.pending = chunk;
-                    p.pos = 0;
-                }
-            }
-        }
-        let n = max.min(p.pending.len() - p.pos);
-        let out = p.pending[p.pos..p.pos + n].to_vec();
-        p.pos += n;
-        Ok(out)
+        let program = &p.program;
+        p.stdout
+            .read(max)
+            .await
+            .map_err(|e| HostError::Failed(format!("reading from {program}: {e}")))
     }
 
     async fn write(&mut self, process: Resource<Process>, bytes: Vec<u8>) -> Result<(), HostError> {

@@ -18,9 +18,43 @@ pub struct Sink {
 }
 
 pub struct Source {
-    pub(crate) rx: mpsc::Receiver<Result<Vec<u8>, String>>,
-    pub(crate) pending: Vec<u8>,
-    pub(crate) pos: usize,
+    pub(crate) chunks: Chunks,
+}
+
+/// Chunks arriving on a channel, handed out `max` bytes at a time (a backup's
+/// stream, a program's output).
+pub struct Chunks {
+    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
+    pending: Vec<u8>,
+    pos: usize,
+}
+
+impl Chunks {
+    pub fn new(rx: mpsc::Receiver<Result<Vec<u8>, String>>) -> Chunks {
+        Chunks {
+            rx,
+            pending: vec![],
+            pos: 0,
+        }
+    }
+
+    /// Up to `max` bytes (at most 1 MiB); empty at the end.
+    pub async fn read(&mut self, max: u32) -> Result<Vec<u8>, String> {
+        let max = (max as usize).clamp(1, MAX_READ);
+        if self.pos == self.pending.len() {
+            match self.rx.recv().await {
+                None => return Ok(vec![]),
+                Some(chunk) => {
+                    self.pending = chunk?;
+                    self.pos = 0;
+                }
+            }
+        }
+        let n = max.min(self.pending.len() - self.pos);
+        let out = self.pending[self.pos..self.pos + n].to_vec();
+        self.pos += n;
+        Ok(out)
+    }
 }
 
 impl streams::Host for JobState {}
@@ -49,22 +83,11 @@ impl streams::HostSink for JobState {
 
 impl streams::HostSource for JobState {
     async fn read(&mut self, source: Resource<Source>, max: u32) -> Result<Vec<u8>, HostError> {
-        let max = (max as usize).clamp(1, MAX_READ);
         let s = self.table.get_mut(&source)?;
-        if s.pos == s.pending.len() {
-            match s.rx.recv().await {
-                None => return Ok(vec![]),
-                Some(Err(e)) => return Err(HostError::Failed(format!("reading the backup: {e}"))),
-                Some(Ok(chunk)) => {
-                    s.pending = chunk;
-                    s.pos = 0;
-                }
-            }
-        }
-        let n = max.min(s.pending.len() - s.pos);
-        let out = s.pending[s.pos..s.pos + n].to_vec();
-        s.pos += n;
-        Ok(out)
+        s.chunks
+            .read(max)
+            .await
+            .map_err(|e| HostError::Failed(format!("reading the backup: {e}")))
     }
 
     async fn drop(&mut self, source: Resource<Source>) -> wasmtime::Result<()> {
