@@ -243,3 +243,41 @@ fn a_new_plugin_builds_passes_its_test_and_runs() {
         .expect_code(1);
     assert!(out.stderr.contains("is not a plugin name"), "{out:?}");
 }
+
+#[test]
+fn a_wrong_password_is_an_error_that_never_shows_the_password() {
+    let db = ballast_tests::plugins::Mysql::create();
+    let secret = "s3cret-that-must-not-leak";
+    let mut env = env(&format!(
+        r#"targets:
+  - {{ name: db, kind: mysql, address: "127.0.0.1:3306", user: root, database: {}, password: {{ env: TEST_DB_PASSWORD }} }}
+plugins:
+  - name: mysql
+    targets: [db]
+    programs: {{ mysqldump: /usr/bin/mysqldump }}
+"#,
+        db.name
+    ));
+    env.vars.push(("TEST_DB_PASSWORD".into(), secret.into()));
+    for args in [
+        vec!["backup", "app", "--plugin", "mysql", "--target", "db"],
+        vec!["hook", "run", "mysql", "--target", "db", "-v", "-v"],
+    ] {
+        let out = env.run(&args).expect_code(1);
+        assert!(out.stdout.contains("Access denied"), "{out:?}");
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "{out:?}"
+        );
+    }
+    // The variable missing is named, not guessed around.
+    env.vars.retain(|(k, _)| k != "TEST_DB_PASSWORD");
+    let out = env
+        .run(&["backup", "app", "--plugin", "mysql", "--target", "db"])
+        .expect_code(1);
+    assert!(
+        out.stdout
+            .contains("the environment variable TEST_DB_PASSWORD is not set"),
+        "{out:?}"
+    );
+}

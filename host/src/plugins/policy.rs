@@ -68,26 +68,29 @@ pub struct Target {
     pub password: Option<Secret>,
 }
 
-/// A secret the host reads when it connects; the plugin never sees it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
-pub enum Secret {
-    /// The value of an environment variable of ballast's process.
-    Env(String),
-    /// The content of a file (a trailing newline is dropped).
-    File(PathBuf),
+/// A secret the host reads when it connects; the plugin never sees it. Exactly one
+/// of `env` (a variable of ballast's environment) and `file` (its content, without a
+/// trailing newline).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 impl Secret {
     /// Reads the secret. Errors name where it should be, never what it is.
     pub fn read(&self) -> Result<String, String> {
-        match self {
-            Secret::Env(var) => {
+        match (&self.env, &self.file) {
+            (Some(var), None) => {
                 std::env::var(var).map_err(|_| format!("the environment variable {var} is not set"))
             }
-            Secret::File(path) => std::fs::read_to_string(path)
+            (None, Some(path)) => std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                 .map_err(|e| format!("reading {}: {e}", path.display())),
+            _ => Err("a password needs exactly one of env: or file:".into()),
         }
     }
 }
@@ -234,6 +237,14 @@ impl Policy {
         for t in &self.targets {
             if !seen.insert(&t.name) {
                 return err(format!("target {} is defined twice", t.name));
+            }
+            if let Some(p) = &t.password {
+                if p.env.is_some() == p.file.is_some() {
+                    return err(format!(
+                        "target {}: password needs exactly one of env: or file:",
+                        t.name
+                    ));
+                }
             }
         }
         for p in &self.plugins {
@@ -485,6 +496,12 @@ plugins:
         );
         assert!(bad("targets: [{ name: a, kind: oracle, address: x }]").contains("oracle"));
         assert!(bad("plugins: [{ name: x, grant: all }]").contains("grant"));
+        assert!(bad(
+            "targets: [{ name: a, kind: mysql, address: x, password: { env: A, file: /b } }]"
+        )
+        .contains("exactly one of env: or file:"));
+        // The form the guide shows parses.
+        policy("targets: [{ name: a, kind: mysql, address: x, password: { env: A } }]");
     }
 
     #[test]
@@ -492,10 +509,16 @@ plugins:
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pw");
         std::fs::write(&f, "s3cret\n").unwrap();
-        assert_eq!(Secret::File(f).read().unwrap(), "s3cret");
-        let e = Secret::Env("BALLAST_TEST_UNSET_VARIABLE".into())
-            .read()
-            .unwrap_err();
+        let file = Secret {
+            file: Some(f),
+            ..Default::default()
+        };
+        assert_eq!(file.read().unwrap(), "s3cret");
+        let env = Secret {
+            env: Some("BALLAST_TEST_UNSET_VARIABLE".into()),
+            ..Default::default()
+        };
+        let e = env.read().unwrap_err();
         assert!(e.contains("BALLAST_TEST_UNSET_VARIABLE is not set"));
     }
 }
