@@ -213,3 +213,21 @@ fn components_built_for_another_api_or_none_are_refused() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_plugin_cannot_point_a_granted_program_at_another_server() {
+    let env = env(r#"targets:
+  - { name: db, kind: mysql, address: "127.0.0.1:3306", user: root, password: { env: NOT_NEEDED } }
+plugins:
+  - name: hostile
+    targets: [db]
+    programs: { mysqldump: /usr/bin/mysqldump }
+"#);
+    let out = hook(&env, "redirect", &[]).expect_code(1);
+    assert!(
+        out.stdout.contains(
+            "argument \"--host=127.0.0.2\" of mysqldump would override the connection of target db"
+        ),
+        "{out:?}"
+    );
+}

@@ -12,6 +12,7 @@
 //! | `program` | pre-backup | runs `sh -c id` |
 //! | `url` | pre-backup | requests the parameter `url` |
 //! | `sql` | pre-backup | opens a session on the target |
+//! | `redirect` | pre-backup | runs `mysqldump --host=127.0.0.2` with the target's credentials |
 //! | `trap-mid-dump` | pre-backup, backup | read-locks the target's tables (MySQL), then writes half a dump and panics |
 //!
 //! Whatever the attack, `post-backup` logs `post-backup ran` so tests can see it ran;
@@ -79,6 +80,10 @@ impl Plugin for Hostile {
                 http::request("GET", &url, &[], &[]).map(|_| ())
             }
             "sql" => sql::open(target).map(|_| ()),
+            "redirect" => {
+                let args = ["--host=127.0.0.2".to_string(), "shop".to_string()];
+                exec::spawn("mysqldump", &args, Some(target)).map(|_| ())
+            }
             "trap-mid-dump" => {
                 let session = sql::open(target)?;
                 session.execute("FLUSH TABLES WITH READ LOCK", &[])?;

@@ -2,7 +2,10 @@
 //! with an empty environment but for `PATH`, `LANG`, `HOME` and `TMPDIR` (the job's
 //! private host directory) and, for a target, its credentials: MySQL tools get a
 //! `--defaults-extra-file` written 0600, PostgreSQL tools `PG*` variables and a
-//! password file. The plugin never sees either.
+//! password file. The plugin never sees either, and may not redirect them
+//! ([`overrides`]).
+
+mod overrides;
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -51,6 +54,15 @@ impl exec::Host for JobState {
             Some(t) => Some(grants.target(t).map_err(HostError::Denied)?),
             None => None,
         };
+        if let Some(t) = target {
+            if let Some(arg) = overrides::find(t.kind, &args) {
+                return Err(HostError::Denied(format!(
+                    "exec: argument {arg:?} of {program} would override the connection of target {} \
+                     (ballast sets its address and credentials)",
+                    t.name
+                )));
+            }
+        }
         if self.processes >= MAX_PROCESSES {
             return Err(HostError::Denied(format!(
                 "exec: at most {MAX_PROCESSES} programs may run at once"
