@@ -175,6 +175,9 @@ fn a_crash_mid_dump_records_nothing_and_leaves_the_database_unlocked() {
     assert!(out.stderr.contains("the database takes writes"), "{out:?}");
     assert!(out.stdout.contains("post-backup: ok"), "{out:?}");
     assert_eq!(db.sql("SELECT COUNT(*) FROM hostile_probe").trim(), "1");
+    // A query too big to hold is cut off, not buffered.
+    let out = hook(&env, "big-query", &[]).expect_code(1);
+    assert!(out.stdout.contains("the query returned more than 100000 rows"), "{out:?}");
     assert!(
         env.snapshot_ids().is_empty(),
         "a failed dump must not look like a backup"

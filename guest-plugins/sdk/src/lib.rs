@@ -162,8 +162,8 @@ pub fn warn(message: impl AsRef<str>) {
 }
 
 /// What the host runs the hooks for, from the parameter `ballast.operation`:
-/// `backup-app` (a logical dump), `hook-run` (a plugin author trying hooks), or
-/// `volume-snapshot` (quiesce around a snapshot of the volume).
+/// `backup-app` (a logical dump), `hook-run` (a plugin author trying hooks),
+/// `restore-app` or `verify-app`.
 pub fn operation() -> String {
     param("ballast.operation").unwrap_or_default()
 }

@@ -99,6 +99,13 @@ fn plugin_for(
     given: Option<&str>,
 ) -> Result<(crate::plugins::Loaded, crate::plugins::policy::Grants)> {
     let (name, digest) = app::recorded_plugin(snap)?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if given.is_none() && !valid {
+        bail!("the snapshot names plugin {name:?}, which is not a catalog name; choose one with --plugin");
+    }
     let (loaded, grants) = plugins.load(rt, given.unwrap_or(&name))?;
     if loaded.sha256 != digest {
         eprintln!(

@@ -44,7 +44,17 @@ impl PluginArgs {
     pub fn load(&self, rt: &Runtime, reference: &str) -> Result<(Loaded, Grants)> {
         let resolved = catalog::resolve(reference, self.catalog.as_deref())?;
         let policy = self.policy()?;
-        Ok(rt.load(&resolved.path, &policy)?)
+        let (loaded, grants) = rt.load(&resolved.path, &policy)?;
+        if let Some(entry) = &resolved.entry {
+            if entry.name != loaded.info.name {
+                bail!(
+                    "the catalog's {} component says it is plugin {}; refusing it",
+                    entry.name,
+                    loaded.info.name
+                );
+            }
+        }
+        Ok((loaded, grants))
     }
 
     /// The job's options: the parameters given plus `ballast.operation`.

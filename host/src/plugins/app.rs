@@ -68,6 +68,12 @@ pub fn backup(
         (run, writer.join().expect("the repository writer panicked"))
     });
     let (sequence, context) = run?;
+    // A repository that failed (no space, a store error) makes the plugin's next
+    // write fail with a vague message; the repository's own error says what happened.
+    let written = match written {
+        Err(e) if sequence.error().is_some() => return Err(e.into()),
+        w => w,
+    };
     if sequence.error().is_some() {
         return Ok(Outcome {
             sequence,

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use wasmtime::component::Resource;
 use wasmtime::Store;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::host::streams::{Sink, Source};
 use super::policy::{Grants, Limits};
 use super::runtime::{capability_name, Info, Loaded, Runtime};
 use super::state::JobState;
+use super::stderr::Stderr;
 use super::v0_1::{self, ballast::plugin::types};
 use super::PluginError;
 
@@ -107,6 +107,9 @@ struct JournalInner {
 
 /// Log kept per job; past it one line says so and the rest is dropped.
 const MAX_LOG: usize = 1 << 20;
+/// Notes a job may leave in its snapshot record, and denials kept for its report.
+const MAX_NOTES: usize = 32;
+const MAX_DENIALS: usize = 100;
 
 impl Journal {
     fn new(plugin: &str, echo: bool) -> Journal {
@@ -142,15 +145,26 @@ impl Journal {
         self.inner.lock().unwrap().progress = done;
     }
 
-    pub(super) fn note(&self, name: String, value: String) {
-        self.inner.lock().unwrap().notes.insert(name, value);
+    /// Keeps a note, up to `MAX_NOTES` of them; returns false past that.
+    pub(super) fn note(&self, name: String, value: String) -> bool {
+        let mut j = self.inner.lock().unwrap();
+        if j.notes.len() >= MAX_NOTES && !j.notes.contains_key(&name) {
+            return false;
+        }
+        j.notes.insert(name, value);
+        true
     }
 
     pub(super) fn denied(&self, what: &str) {
-        self.inner.lock().unwrap().denials.push(what.to_string());
+        let mut j = self.inner.lock().unwrap();
+        if j.denials.len() >= MAX_DENIALS {
+            return;
+        }
+        let what = super::host::truncate(what.to_string(), 512);
         if self.echo {
             eprintln!("  {} denied: {what}", self.plugin);
         }
+        j.denials.push(what);
     }
 
     pub fn lines(&self) -> Vec<(String, String)> {
@@ -219,7 +233,7 @@ pub struct Job<'a> {
 struct Live {
     store: Store<JobState>,
     instance: v0_1::Plugin,
-    stderr: MemoryOutputPipe,
+    stderr: Stderr,
 }
 
 impl<'a> Job<'a> {
@@ -253,7 +267,7 @@ impl<'a> Job<'a> {
             self.ctx.recovery.store(true, Ordering::Relaxed);
         }
         if self.live.is_none() {
-            let stderr = MemoryOutputPipe::new(16 << 10);
+            let stderr = Stderr::default();
             let state = JobState::new(self.ctx.clone(), stderr.clone())
                 .map_err(|e| PluginError::Load(format!("setting up the plugin: {e:#}")))?;
             let mut store = Store::new(&self.plugin.engine, state);

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod runtime;
 pub mod scaffold;
 mod state;
+mod stderr;
 pub mod v0_1;
 
 pub use job::{Job, JobOptions, Journal};

@@ -109,6 +109,10 @@ pub struct PluginGrant {
     pub urls: Vec<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// When set, only the component with this sha256 gets these grants (a plugin
+    /// names itself, so a pin keeps another component from claiming the name).
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,11 +121,15 @@ pub enum ProgramGrant {
     /// Just the path: any arguments.
     Path(PathBuf),
     /// The path, and globs every argument must match.
-    Detailed {
-        path: PathBuf,
-        #[serde(default)]
-        args: Option<Vec<String>>,
-    },
+    Detailed(DetailedProgram),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailedProgram {
+    path: PathBuf,
+    #[serde(default)]
+    args: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -193,6 +201,8 @@ pub struct Grants {
     pub programs: BTreeMap<String, Program>,
     pub urls: Vec<url::Url>,
     pub limits: Limits,
+    /// The component the grants are pinned to, if any.
+    pub sha256: Option<String>,
     /// Where the grants came from (for messages).
     pub source: String,
 }
@@ -289,11 +299,13 @@ impl Policy {
             programs: BTreeMap::new(),
             urls: vec![],
             limits: Limits::default(),
+            sha256: None,
             source: source.clone(),
         };
         let Some(g) = self.plugins.iter().find(|p| p.name == plugin) else {
             return Ok(grants);
         };
+        grants.sha256 = g.sha256.clone();
         for t in &g.targets {
             if let Some(target) = self.targets.iter().find(|x| &x.name == t) {
                 grants.targets.insert(t.clone(), target.clone());
@@ -301,9 +313,9 @@ impl Policy {
         }
         for (name, p) in &g.programs {
             let args = match p {
-                ProgramGrant::Detailed {
+                ProgramGrant::Detailed(DetailedProgram {
                     args: Some(globs), ..
-                } => {
+                }) => {
                     let mut b = GlobSetBuilder::new();
                     for glob in globs {
                         b.add(Glob::new(glob).map_err(|e| {
@@ -351,7 +363,7 @@ impl Policy {
 impl ProgramGrant {
     fn path(&self) -> &Path {
         match self {
-            ProgramGrant::Path(p) | ProgramGrant::Detailed { path: p, .. } => p,
+            ProgramGrant::Path(p) | ProgramGrant::Detailed(DetailedProgram { path: p, .. }) => p,
         }
     }
 }
@@ -394,7 +406,7 @@ impl Grants {
             p.scheme() == url.scheme()
                 && p.host_str() == url.host_str()
                 && p.port_or_known_default() == url.port_or_known_default()
-                && url.path().starts_with(p.path())
+                && under(url.path(), p.path())
         });
         if ok {
             return Ok(());
@@ -405,6 +417,14 @@ impl Grants {
             list(self.urls.iter().map(|u| u.as_str()))
         ))
     }
+}
+
+/// Whether `path` is `prefix` or lies below it: `/admin` covers `/admin/x`, not
+/// `/administrator`.
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || (path.starts_with(prefix)
+            && (prefix.ends_with('/') || path[prefix.len()..].starts_with('/')))
 }
 
 fn list<'a>(items: impl Iterator<Item = impl AsRef<str> + 'a>) -> String {
@@ -436,7 +456,7 @@ plugins:
     programs:
       mysqldump: /usr/bin/mysqldump
       mysql: { path: /usr/bin/mysql, args: ["[a-z]*"] }
-    urls: ["http://127.0.0.1:8080/hooks/"]
+    urls: ["http://127.0.0.1:8080/hooks"]
     limits: { memory: 64MiB, timeouts: { backup: 2h } }
 "#;
 
@@ -463,6 +483,7 @@ plugins:
             "http://127.0.0.1:8081/hooks/x",
             "https://127.0.0.1:8080/hooks/x",
             "http://localhost:8080/hooks/x",
+            "http://127.0.0.1:8080/hooks-internal/x",
         ] {
             assert!(g.url(&url::Url::parse(bad).unwrap()).is_err(), "{bad}");
         }
@@ -496,6 +517,11 @@ plugins:
         );
         assert!(bad("targets: [{ name: a, kind: oracle, address: x }]").contains("oracle"));
         assert!(bad("plugins: [{ name: x, grant: all }]").contains("grant"));
+        // A typo in a program's details must not become "any arguments".
+        assert!(bad(
+            "plugins: [{ name: x, programs: { m: { path: /usr/bin/m, arg: [\"a*\"] } } }]"
+        )
+        .contains("did not match any variant"));
         assert!(bad(
             "targets: [{ name: a, kind: mysql, address: x, password: { env: A, file: /b } }]"
         )

@@ -116,6 +116,18 @@ impl Runtime {
     pub fn load(&self, path: &Path, policy: &Policy) -> Result<(Loaded, Grants), PluginError> {
         let loaded = self.load_component(path)?;
         let grants = policy.grants(&loaded.info.name)?;
+        // Grants go by name; a pin ties them to one build.
+        if let Some(pin) = &grants.sha256 {
+            if pin != &loaded.sha256 {
+                return Err(PluginError::Policy(format!(
+                    "{} says it is plugin {}, but its sha256 {} is not the one {} pins for that name ({pin})",
+                    path.display(),
+                    loaded.info.name,
+                    loaded.sha256,
+                    grants.source
+                )));
+            }
+        }
         check_needs(&loaded.info, &grants)?;
         Ok((loaded, grants))
     }

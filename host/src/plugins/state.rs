@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use super::job::JobContext;
+use super::stderr::Stderr;
 
 /// Host resources a store may hold at once (sessions, processes, rows, streams).
 const MAX_RESOURCES: usize = 1000;
@@ -28,7 +28,7 @@ pub struct JobState {
 }
 
 impl JobState {
-    pub fn new(ctx: Arc<JobContext>, stderr: MemoryOutputPipe) -> wasmtime::Result<JobState> {
+    pub fn new(ctx: Arc<JobContext>, stderr: Stderr) -> wasmtime::Result<JobState> {
         let mut wasi = WasiCtx::builder();
         // No environment, no arguments, no stdin or stdout, no network: a plugin
         // reaches the outside only through ballast's own imports. One directory is
@@ -73,23 +73,33 @@ impl WasiView for JobState {
 pub struct MemoryLimiter {
     pub cap: u64,
     pub hit: bool,
+    /// All linear memories together.
+    total: u64,
 }
 
 impl MemoryLimiter {
     fn new(cap: u64) -> Self {
-        MemoryLimiter { cap, hit: false }
+        MemoryLimiter {
+            cap,
+            hit: false,
+            total: 0,
+        }
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = desired as u64 <= self.cap;
+        let total = self.total - current as u64 + desired as u64;
+        let ok = total <= self.cap;
         self.hit |= !ok;
+        if ok {
+            self.total = total;
+        }
         Ok(ok)
     }
 

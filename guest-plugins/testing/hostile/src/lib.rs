@@ -12,6 +12,7 @@
 //! | `program` | pre-backup | runs `sh -c id` |
 //! | `url` | pre-backup | requests the parameter `url` |
 //! | `sql` | pre-backup | opens a session on the target |
+//! | `big-query` | pre-backup | asks the target for 200,000 rows |
 //! | `redirect` | pre-backup | runs `mysqldump --host=127.0.0.2` with the target's credentials |
 //! | `trap-mid-dump` | pre-backup, backup | read-locks the target's tables (MySQL), then writes half a dump and panics |
 //!
@@ -80,6 +81,10 @@ impl Plugin for Hostile {
                 http::request("GET", &url, &[], &[]).map(|_| ())
             }
             "sql" => sql::open(target).map(|_| ()),
+            "big-query" => {
+                let session = sql::open(target)?;
+                sdk::query(&session, "SELECT seq FROM seq_1_to_200000", &[]).map(|_| ())
+            }
             "redirect" => {
                 let args = ["--host=127.0.0.2".to_string(), "shop".to_string()];
                 exec::spawn("mysqldump", &args, Some(target)).map(|_| ())

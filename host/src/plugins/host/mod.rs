@@ -84,14 +84,17 @@ impl job::Host for JobState {
                     value.len()
                 ),
             );
-        } else {
-            self.ctx.journal.note(truncate(name, 256), value);
+        } else if !self.ctx.journal.note(truncate(name, 256), value) {
+            self.ctx.journal.log(
+                tracing::Level::WARN,
+                "note dropped: a job keeps at most 32 notes".into(),
+            );
         }
         Ok(())
     }
 }
 
-fn truncate(mut s: String, max: usize) -> String {
+pub(super) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {

@@ -10,8 +10,9 @@ use super::HostError;
 use crate::plugins::state::JobState;
 use crate::plugins::v0_1::ballast::plugin::streams;
 
-/// The most bytes one `source.read` returns.
+/// The most bytes one `source.read` returns, and one `sink.write` takes.
 const MAX_READ: usize = 1 << 20;
+const MAX_WRITE: usize = 4 << 20;
 
 pub struct Sink {
     pub(crate) tx: mpsc::Sender<Vec<u8>>,
@@ -61,6 +62,13 @@ impl streams::Host for JobState {}
 
 impl streams::HostSink for JobState {
     async fn write(&mut self, sink: Resource<Sink>, bytes: Vec<u8>) -> Result<(), HostError> {
+        // Bounds what waits in the channel: 8 chunks of at most 4 MiB.
+        if bytes.len() > MAX_WRITE {
+            return Err(HostError::Invalid(format!(
+                "a write of {} bytes; write at most 4 MiB at a time",
+                bytes.len()
+            )));
+        }
         let limit = self.ctx.grants.limits.output;
         if self.output + bytes.len() as u64 > limit {
             return Err(HostError::Failed(format!(

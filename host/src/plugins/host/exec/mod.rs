@@ -39,6 +39,22 @@ pub struct Process {
     stdout: Chunks,
     stderr: Arc<Mutex<VecDeque<u8>>>,
     stderr_done: Option<tokio::task::JoinHandle<()>>,
+    /// Its process group (it leads one), so whatever it started goes with it.
+    pgid: Option<u32>,
+    waited: bool,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // kill_on_drop reaches the program only; its children (a shell it started,
+        // parallel workers) share its process group.
+        if let (Some(pgid), false) = (self.pgid, self.waited) {
+            // SAFETY: killpg has no memory-safety preconditions; the group is ours.
+            unsafe {
+                libc::killpg(pgid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 impl exec::Host for JobState {
@@ -82,7 +98,7 @@ impl exec::Host for JobState {
             .kill_on_drop(true)
             .process_group(0);
         if let Some(t) = target {
-            credentials(&mut cmd, t, &home).map_err(HostError::Failed)?;
+            credentials(&mut cmd, t, &home, &granted.path).map_err(HostError::Failed)?;
         }
         cmd.args(&args);
         let mut child = cmd.spawn().map_err(|e| {
@@ -91,6 +107,7 @@ impl exec::Host for JobState {
                 granted.path.display()
             ))
         })?;
+        let pgid = child.id();
         let stdin = child.stdin.take();
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
@@ -129,20 +146,36 @@ impl exec::Host for JobState {
                 }
             })
         };
-        self.processes += 1;
-        Ok(self.table.push(Process {
+        let handle = self.table.push(Process {
             program,
             child,
             stdin,
             stdout: Chunks::new(rx),
             stderr: tail,
             stderr_done: Some(stderr_done),
-        })?)
+            pgid,
+            waited: false,
+        })?;
+        self.processes += 1;
+        Ok(handle)
     }
 }
 
+/// Whether `path` is the interactive MySQL/MariaDB client.
+fn is_mysql_client(path: &Path) -> bool {
+    matches!(
+        path.file_name().and_then(|n| n.to_str()),
+        Some("mysql" | "mariadb")
+    )
+}
+
 /// Puts a target's credentials where its client programs look for them.
-fn credentials(cmd: &mut tokio::process::Command, t: &Target, home: &Path) -> Result<(), String> {
+fn credentials(
+    cmd: &mut tokio::process::Command,
+    t: &Target,
+    home: &Path,
+    program: &Path,
+) -> Result<(), String> {
     let password = match &t.password {
         Some(s) => Some(
             s.read()
@@ -178,6 +211,11 @@ fn credentials(cmd: &mut tokio::process::Command, t: &Target, home: &Path) -> Re
             let path = file(&format!("{}.cnf", t.name), body)?;
             // It must be the first argument.
             cmd.arg(format!("--defaults-extra-file={}", path.display()));
+            // The client obeys commands in its input (`\\!` runs a shell, `tee` writes
+            // files); in binary mode it does not.
+            if is_mysql_client(program) {
+                cmd.arg("--binary-mode");
+            }
         }
         TargetKind::Postgresql => {
             let (host, port) = super::sql::split_address(&t.address, 5432)?;
@@ -241,6 +279,7 @@ impl exec::HostProcess for JobState {
             .wait()
             .await
             .map_err(|e| HostError::Failed(format!("waiting for {}: {e}", p.program)))?;
+        p.waited = true;
         if let Some(done) = p.stderr_done.take() {
             let _ = done.await;
         }

@@ -4,7 +4,9 @@
 //! plugin must not redirect them: `--host=elsewhere` (or `--hos=`, `--loose-host=`:
 //! the clients accept unambiguous prefixes and these spellings) would send the
 //! target's credentials to a server of the plugin's choosing, and `--print-defaults`
-//! would print the password. Such arguments are refused, whatever the policy's globs.
+//! would print the password. Arguments that write files where ballast can
+//! (`--result-file`, `--tab`, `--tee`, `-f`) are refused too, and so is undoing the
+//! client's binary mode. Such arguments are refused, whatever the policy's globs.
 
 use crate::plugins::policy::TargetKind;
 
@@ -30,14 +32,26 @@ const MYSQL: &[&str] = &[
     "default-auth",
     "ssl",
     "tls",
+    "result-file",
+    "tab",
+    "tee",
+    "binary-mode",
+    "init-command",
 ];
 /// Their short forms.
-const MYSQL_SHORT: &[char] = &['h', 'P', 'u', 'p', 'S', 'W'];
+const MYSQL_SHORT: &[char] = &['h', 'P', 'u', 'p', 'S', 'W', 'r', 'T'];
 
 /// The same for the PostgreSQL clients (`dbname` is refused only when it is a
 /// connection string rather than a name).
-const POSTGRES: &[&str] = &["host", "port", "username", "password", "no-password"];
-const POSTGRES_SHORT: &[char] = &['h', 'p', 'U', 'W', 'w'];
+const POSTGRES: &[&str] = &[
+    "host",
+    "port",
+    "username",
+    "password",
+    "no-password",
+    "file",
+];
+const POSTGRES_SHORT: &[char] = &['h', 'p', 'U', 'W', 'w', 'f'];
 
 /// The first argument that would override the target's connection, if any.
 pub fn find(kind: TargetKind, args: &[String]) -> Option<&str> {
@@ -125,6 +139,10 @@ mod tests {
             "--enable-cleartext-plugin",
             "--ssl-mode=DISABLED",
             "--socket=/run/x.sock",
+            "--result-file=/etc/cron.d/x",
+            "-r/tmp/x",
+            "--tab=/tmp",
+            "--skip-binary-mode",
         ] {
             assert_eq!(
                 found(Mysql, &["--single-transaction", bad, "shop"]).as_deref(),
@@ -162,6 +180,8 @@ mod tests {
             &["--username=postgres"],
             &["-U", "postgres"],
             &["--port=1"],
+            &["--file=/etc/x"],
+            &["-f", "/etc/x"],
         ] {
             assert!(found(Postgresql, bad).is_some(), "{bad:?}");
         }

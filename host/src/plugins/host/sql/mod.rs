@@ -17,8 +17,25 @@ use crate::plugins::v0_1::ballast::plugin::sql::{self, Value};
 
 /// Sessions one store may hold at once.
 const MAX_SESSIONS: usize = 8;
-/// Rows a query may return: hooks ask small questions (use LIMIT for more).
+/// What a query may return: hooks ask small questions (use LIMIT for more). The
+/// drivers stop reading at these, so a huge result never sits in memory.
 const MAX_ROWS: usize = 100_000;
+const MAX_BYTES: usize = 64 << 20;
+
+fn too_many() -> HostError {
+    HostError::Failed(format!(
+        "the query returned more than {MAX_ROWS} rows or 64 MiB; page through it with LIMIT"
+    ))
+}
+
+/// The size a value takes in memory, roughly.
+fn size_of(v: &Value) -> usize {
+    match v {
+        Value::Text(t) => t.len() + 8,
+        Value::Bytes(b) => b.len() + 8,
+        _ => 16,
+    }
+}
 /// The most rows one `rows.next` returns.
 const MAX_BATCH: usize = 1000;
 
@@ -82,8 +99,9 @@ impl sql::Host for JobState {
             )));
         }
         let session = Session::connect(&target).await?;
+        let handle = self.table.push(session)?;
         self.sessions += 1;
-        Ok(self.table.push(session)?)
+        Ok(handle)
     }
 }
 
@@ -111,11 +129,6 @@ impl sql::HostSession for JobState {
             Session::Mysql(c) => mysql::query(c, &statement, params).await,
             Session::Postgres(c) => postgres::query(c, &statement, params).await,
         }?;
-        if rows.len() > MAX_ROWS {
-            return Err(HostError::Failed(format!(
-                "the query returned more than {MAX_ROWS} rows; page through it with LIMIT"
-            )));
-        }
         Ok(self.table.push(Rows {
             columns,
             rows: rows.into(),

@@ -6,7 +6,7 @@ use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Column, OptsBuilder, Params, Row};
 
-use super::{split_address, HostError};
+use super::{size_of, split_address, too_many, HostError, MAX_BYTES, MAX_ROWS};
 use crate::plugins::policy::Target;
 use crate::plugins::v0_1::ballast::plugin::sql::Value;
 
@@ -70,31 +70,42 @@ pub async fn query(
     values: Vec<Value>,
 ) -> Result<(Vec<String>, Vec<Vec<Value>>), HostError> {
     let e = |e: mysql_async::Error| HostError::Failed(e.to_string());
-    let rows: Vec<Row> = if values.is_empty() {
-        conn.query(statement).await.map_err(e)?
+    if values.is_empty() {
+        let mut result = conn.query_iter(statement).await.map_err(e)?;
+        collect(&mut result).await
     } else {
-        conn.exec(statement, params(values)).await.map_err(e)?
-    };
-    let columns: Vec<String> = rows
-        .first()
-        .map(|r| {
-            r.columns_ref()
-                .iter()
-                .map(|c| c.name_str().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    let rows = rows
-        .into_iter()
-        .map(|row| {
-            let cols = row.columns();
-            row.unwrap()
-                .into_iter()
-                .zip(cols.iter())
-                .map(|(v, c)| value(v, c))
-                .collect()
-        })
+        let mut result = conn.exec_iter(statement, params(values)).await.map_err(e)?;
+        collect(&mut result).await
+    }
+}
+
+/// Reads a result's rows up to the caps; past them the rest is drained unread.
+async fn collect<P: mysql_async::prelude::Protocol>(
+    result: &mut mysql_async::QueryResult<'_, 'static, P>,
+) -> Result<(Vec<String>, Vec<Vec<Value>>), HostError> {
+    let e = |e: mysql_async::Error| HostError::Failed(e.to_string());
+    let columns = result
+        .columns_ref()
+        .iter()
+        .map(|c| c.name_str().into_owned())
         .collect();
+    let (mut rows, mut bytes) = (vec![], 0usize);
+    while let Some(row) = result.next().await.map_err(e)? {
+        let row: Row = row;
+        let cols = row.columns();
+        let values: Vec<Value> = row
+            .unwrap()
+            .into_iter()
+            .zip(cols.iter())
+            .map(|(v, c)| value(v, c))
+            .collect();
+        bytes += values.iter().map(size_of).sum::<usize>();
+        rows.push(values);
+        if rows.len() > MAX_ROWS || bytes > MAX_BYTES {
+            while result.next().await.map_err(e)?.is_some() {}
+            return Err(too_many());
+        }
+    }
     Ok((columns, rows))
 }
 

@@ -5,7 +5,9 @@
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
-use super::{split_address, HostError};
+use futures::TryStreamExt;
+
+use super::{size_of, split_address, too_many, HostError, MAX_BYTES, MAX_ROWS};
 use crate::plugins::policy::Target;
 use crate::plugins::v0_1::ballast::plugin::sql::Value;
 
@@ -90,15 +92,17 @@ pub async fn execute(
     values: Vec<Value>,
 ) -> Result<u64, String> {
     if values.is_empty() {
-        // Simple protocol: allows any statement (CHECKPOINT, several at once).
-        let messages = client.simple_query(statement).await.map_err(describe)?;
-        return Ok(messages
-            .iter()
-            .map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::CommandComplete(n) => *n,
-                _ => 0,
-            })
-            .sum());
+        // Simple protocol: allows any statement (CHECKPOINT, several at once). Rows
+        // a statement returns are passed over, not kept.
+        let stream = client.simple_query_raw(statement).await.map_err(describe)?;
+        futures::pin_mut!(stream);
+        let mut affected = 0;
+        while let Some(m) = stream.try_next().await.map_err(describe)? {
+            if let tokio_postgres::SimpleQueryMessage::CommandComplete(n) = m {
+                affected += n;
+            }
+        }
+        return Ok(affected);
     }
     let stmt = client.prepare(statement).await.map_err(describe)?;
     let p = params(stmt.params(), values).map_err(|e| format!("{e:?}"))?;
@@ -121,13 +125,23 @@ pub async fn query(
         .iter()
         .map(|b| b.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    let rows = client.query(&stmt, &refs).await.map_err(fail)?;
+    let stream = client.query_raw(&stmt, refs).await.map_err(fail)?;
+    futures::pin_mut!(stream);
     let columns = stmt
         .columns()
         .iter()
         .map(|c| c.name().to_string())
         .collect();
-    let rows = rows.iter().map(row).collect::<Result<_, _>>()?;
+    let (mut rows, mut bytes) = (vec![], 0usize);
+    while let Some(r) = stream.try_next().await.map_err(fail)? {
+        let values = row(&r)?;
+        bytes += values.iter().map(size_of).sum::<usize>();
+        rows.push(values);
+        if rows.len() > MAX_ROWS || bytes > MAX_BYTES {
+            // Dropping the stream leaves the rest unread; the session stays usable.
+            return Err(too_many());
+        }
+    }
     Ok((columns, rows))
 }
 
