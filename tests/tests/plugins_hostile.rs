@@ -177,7 +177,11 @@ fn a_crash_mid_dump_records_nothing_and_leaves_the_database_unlocked() {
     assert_eq!(db.sql("SELECT COUNT(*) FROM hostile_probe").trim(), "1");
     // A query too big to hold is cut off, not buffered.
     let out = hook(&env, "big-query", &[]).expect_code(1);
-    assert!(out.stdout.contains("the query returned more than 100000 rows"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("the query returned more than 100000 rows"),
+        "{out:?}"
+    );
     assert!(
         env.snapshot_ids().is_empty(),
         "a failed dump must not look like a backup"
@@ -231,6 +235,17 @@ plugins:
         out.stdout.contains(
             "argument \"--host=127.0.0.2\" of mysqldump would override the connection of target db"
         ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_granted_url_cannot_be_sent_to_another_virtual_host() {
+    let env = env("plugins:\n  - { name: hostile, urls: [\"http://127.0.0.1:9/\"] }\n");
+    let out = hook(&env, "host-header", &["-p", "url=http://127.0.0.1:9/x"]).expect_code(1);
+    assert!(
+        out.stdout
+            .contains("http: the header Host is set by ballast, not by plugins"),
         "{out:?}"
     );
 }

@@ -12,6 +12,7 @@
 //! | `program` | pre-backup | runs `sh -c id` |
 //! | `url` | pre-backup | requests the parameter `url` |
 //! | `sql` | pre-backup | opens a session on the target |
+//! | `host-header` | pre-backup | requests the parameter `url` with `Host: billing.internal` |
 //! | `big-query` | pre-backup | asks the target for 200,000 rows |
 //! | `redirect` | pre-backup | runs `mysqldump --host=127.0.0.2` with the target's credentials |
 //! | `trap-mid-dump` | pre-backup, backup | read-locks the target's tables (MySQL), then writes half a dump and panics |
@@ -81,6 +82,11 @@ impl Plugin for Hostile {
                 http::request("GET", &url, &[], &[]).map(|_| ())
             }
             "sql" => sql::open(target).map(|_| ()),
+            "host-header" => {
+                let url = sdk::param("url").unwrap_or_else(|| "http://127.0.0.1:9/".into());
+                let headers = [("Host".to_string(), "billing.internal".to_string())];
+                http::request("GET", &url, &headers, &[]).map(|_| ())
+            }
             "big-query" => {
                 let session = sql::open(target)?;
                 sdk::query(&session, "SELECT seq FROM seq_1_to_200000", &[]).map(|_| ())

@@ -40,6 +40,18 @@ impl http::Host for JobState {
         };
         let mut req = client.request(method, parsed).body(body);
         for (k, v) in headers {
+            // The URL's host is what the policy checked; a Host header would send
+            // the request to another virtual host behind the same address.
+            let lower = k.to_ascii_lowercase();
+            if matches!(
+                lower.as_str(),
+                "host" | "connection" | "transfer-encoding" | "te" | "upgrade"
+            ) || lower.starts_with("proxy-")
+            {
+                return Err(HostError::Denied(format!(
+                    "http: the header {k} is set by ballast, not by plugins"
+                )));
+            }
             req = req.header(k, v);
         }
         let failed = |e: reqwest::Error| HostError::Failed(format!("{url}: {e}"));
