@@ -88,7 +88,7 @@ impl JobContext {
     }
 }
 
-/// What the plugin said during a job: log lines, notes, progress, and what it was
+/// What the plugin said during a job: log lines, notes, and what it was
 /// denied.
 pub struct Journal {
     plugin: String,
@@ -102,7 +102,6 @@ struct JournalInner {
     bytes: usize,
     notes: BTreeMap<String, String>,
     denials: Vec<String>,
-    progress: u64,
 }
 
 /// Log kept per job; past it one line says so and the rest is dropped.
@@ -139,10 +138,6 @@ impl Journal {
             );
         }
         j.lines.push((level, message));
-    }
-
-    pub(super) fn progress(&self, done: u64, _total: Option<u64>) {
-        self.inner.lock().unwrap().progress = done;
     }
 
     /// Keeps a note, up to `MAX_NOTES` of them; returns false past that.
@@ -411,8 +406,8 @@ impl<'a> Job<'a> {
         self.settle(hook, outcome)
     }
 
-    /// pre-backup, then `during` (a dump, a volume snapshot), then post-backup if
-    /// pre-backup succeeded, whatever `during` did.
+    /// pre-backup, then backup into `sink` (if given), then post-backup if
+    /// pre-backup succeeded, whatever backup did.
     pub async fn around(&mut self, target: &str, sink: Option<Sink>) -> Sequence {
         let pre_backup = self.pre_backup(target).await;
         if pre_backup.is_err() {
