@@ -186,7 +186,7 @@ def put_all(endpoint: str, items, threads: int = 4, rate: float | None = None) -
 
 
 def ballast_env(repo: Path, chunks=None) -> dict[str, str]:
-    env = dict(os.environ, BALLAST_REPO=str(repo), BALLAST_PASSWORD="bench-password", BALLAST_KDF_MEMORY_KIB="8192")
+    env = dict(os.environ, BALLAST_REPO=str(repo), BALLAST_PASSWORD="bench-password")
     if chunks:
         env["BALLAST_BBOLT_CHUNKS"] = ",".join(map(str, chunks))
     return env

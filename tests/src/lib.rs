@@ -89,8 +89,6 @@ impl Env {
     pub fn with_repo(dir: TempDir, repo: String) -> Env {
         let vars = vec![
             ("BALLAST_PASSWORD".into(), PASSWORD.into()),
-            // Argon2id at 1 MiB: the tests open repositories hundreds of times.
-            ("BALLAST_KDF_MEMORY_KIB".into(), "1024".into()),
             ("RUST_LOG".into(), "ballast=warn".into()),
         ];
         Env { dir, repo, vars }

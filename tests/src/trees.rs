@@ -16,20 +16,27 @@ pub struct Entry {
     pub target: Option<String>,
     pub uid: u32,
     pub gid: u32,
-    pub link_group: Option<String>,
+    pub link_group: Option<Vec<u8>>,
 }
 
-/// Everything below `root`, keyed by relative path.
-pub fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
+/// Everything below `root`, keyed by relative path as raw bytes: names that are not
+/// UTF-8 are compared byte for byte (a lossy string would make two of them one).
+pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
+    use std::os::unix::ffi::OsStrExt;
     let mut out = BTreeMap::new();
-    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         let mut entries: Vec<_> = std::fs::read_dir(&d).unwrap().flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
             let m = std::fs::symlink_metadata(&p).unwrap();
             let ft = m.file_type();
             let kind = if ft.is_dir() {
@@ -75,15 +82,16 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
 pub fn assert_same(a: &Path, b: &Path) {
     let (x, y) = (snapshot(a), snapshot(b));
     let mut diffs = Vec::new();
+    let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
     for (k, v) in &x {
         match y.get(k) {
-            None => diffs.push(format!("missing in restore: {k}")),
-            Some(w) if w != v => diffs.push(format!("{k}: source {v:?}\n  restored {w:?}")),
+            None => diffs.push(format!("missing in restore: {}", show(k))),
+            Some(w) if w != v => diffs.push(format!("{}: source {v:?}\n  restored {w:?}", show(k))),
             _ => {}
         }
     }
     for k in y.keys().filter(|k| !x.contains_key(*k)) {
-        diffs.push(format!("extra in restore: {k}"));
+        diffs.push(format!("extra in restore: {}", show(k)));
     }
     assert!(
         diffs.is_empty(),
@@ -135,8 +143,18 @@ pub fn sample(root: &Path) {
     use std::os::unix::fs::FileExt;
     sparse.write_all_at(b"header", 0).unwrap();
     sparse.write_all_at(b"middle", 32 * 1024 * 1024).unwrap();
+    // Two names that differ only in bytes that are not UTF-8: a lossy conversion
+    // anywhere on the way makes them one file.
     let odd = std::ffi::OsStr::from_bytes(b"name-\xff-not-utf8");
     std::fs::write(root.join(odd), b"odd name").unwrap();
+    let odder = std::ffi::OsStr::from_bytes(b"name-\xfe-not-utf8");
+    std::fs::write(root.join(odder), b"another odd name").unwrap();
+    std::fs::create_dir_all(root.join(std::ffi::OsStr::from_bytes(b"dir-\xc3"))).unwrap();
+    std::fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"dir-\xc3/in-\x80")),
+        b"inside",
+    )
+    .unwrap();
     // Foreign ownership (only root can give it away): restore must set it back.
     if unsafe { libc::geteuid() } == 0 {
         let c = std::ffi::CString::new(root.join("etc/app.yaml").as_os_str().as_bytes()).unwrap();

@@ -8,6 +8,7 @@ use super::exit;
 use super::output;
 use super::snapshots::Filter;
 use crate::repo::forget::{decide_all, GroupBy, Policy};
+use crate::repo::lease::Lease;
 use crate::repo::prune::{self, PruneOptions};
 use crate::repo::snapshot::{self, SnapshotId};
 
@@ -62,6 +63,11 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
     }
     let group_by = GroupBy::parse(&a.group_by).map_err(anyhow::Error::msg)?;
     let repo = g.open()?;
+    let lease = if a.dry_run {
+        None
+    } else {
+        Some(Lease::acquire(&repo, "forget")?)
+    };
     let all = snapshot::list(&repo)?;
     let existing: std::collections::HashSet<SnapshotId> = all.iter().map(|(id, _)| *id).collect();
     let snaps: Vec<_> = all
@@ -76,18 +82,21 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
         &jiff::tz::TimeZone::system(),
     );
     let mut removed = 0;
-    if !a.dry_run {
+    if let Some(lease) = &lease {
         for d in decisions.iter().filter(|d| !d.keep) {
             let id: SnapshotId = d.id.parse()?;
+            lease.check()?;
             repo.store().delete(&snapshot::key(&id))?;
             removed += 1;
         }
     }
-    let pruned = if a.prune && !a.dry_run {
-        Some(prune::prune(&repo, &PruneOptions::default())?)
-    } else {
-        None
+    let pruned = match (&lease, a.prune) {
+        (Some(lease), true) => Some(prune::prune(&repo, lease, &PruneOptions::default())?),
+        _ => None,
     };
+    if let Some(lease) = lease {
+        lease.release()?;
+    }
     if g.json {
         output::json(
             &serde_json::json!({ "dry_run": a.dry_run, "decisions": decisions, "prune": pruned }),

@@ -31,6 +31,8 @@ pub mod exit {
     pub const WRONG_PASSWORD: i32 = 11;
     /// `repo check` found damage.
     pub const CHECK_FAILED: i32 = 12;
+    /// Another prune, forget or repair-index holds the repository's lease.
+    pub const LOCKED: i32 = 13;
 }
 
 #[derive(Parser)]
@@ -43,7 +45,7 @@ path or object storage (S3 and S3-compatibles, GCS, Azure Blob).\n\n\
 The repository comes from --repo or BALLAST_REPO; the password from BALLAST_PASSWORD, \
 BALLAST_PASSWORD_FILE, --key-file, or a prompt.",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 backup saved with unreadable files, \
-10 no repository, 11 wrong password, 12 check found damage."
+10 no repository, 11 wrong password, 12 check found damage, 13 locked by another prune."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -147,6 +149,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
                 RepoError::NotARepository { .. }
                 | RepoError::Store(StoreError::NoSuchDirectory { .. }) => exit::NO_REPOSITORY,
                 RepoError::WrongSecret { .. } => exit::WRONG_PASSWORD,
+                RepoError::Locked { .. } => exit::LOCKED,
                 _ => exit::FAILURE,
             };
         }

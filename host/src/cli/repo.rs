@@ -1,4 +1,4 @@
-//! `ballast repo init|check|stats|prune|repair-index`.
+//! `ballast repo init|check|stats|prune|repair-index|unlock`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -12,6 +12,7 @@ use super::exit;
 use super::output::{self, bytes};
 use crate::repo::check::{self, CheckOptions};
 use crate::repo::keys::Secret;
+use crate::repo::lease::{self, Lease};
 use crate::repo::prune::{self, PruneOptions};
 use crate::repo::Repository;
 use crate::store::{Location, Store, StoreOptions};
@@ -28,6 +29,8 @@ pub enum RepoCommand {
     Prune(PruneArgs),
     /// Rebuild the index from the packs' trailers
     RepairIndex,
+    /// End the lease of a prune, forget or repair-index whose process is gone
+    Unlock,
 }
 
 #[derive(Args)]
@@ -52,12 +55,28 @@ pub struct PruneArgs {
     /// How long data stays marked before it is deleted; must exceed your longest backup
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     grace: std::time::Duration,
-    /// Repack packs with more than this percentage of unreferenced bytes
-    #[arg(long, default_value_t = 25.0)]
+    /// Repack packs with more than this percentage of unreferenced bytes (0-100)
+    #[arg(long, default_value_t = 25.0, value_parser = percent)]
     max_unused: f64,
     /// Only report what would be done
     #[arg(long)]
     dry_run: bool,
+    /// Give up an unreadable snapshot record (id or a prefix of at least 8 digits):
+    /// prune refuses to run while a record it cannot read is not named here
+    #[arg(long, value_name = "ID")]
+    forget_unreadable: Vec<String>,
+}
+
+/// A percentage between 0 and 100.
+fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{v} is not a percentage between 0 and 100"));
+    }
+    Ok(v)
 }
 
 pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> Result<i32> {
@@ -67,6 +86,7 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> Result<i32> {
         RepoCommand::Stats => stats(g),
         RepoCommand::Prune(a) => prune(g, a),
         RepoCommand::RepairIndex => repair_index(g),
+        RepoCommand::Unlock => unlock(g),
     }
 }
 
@@ -232,8 +252,11 @@ fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
         grace: a.grace,
         max_unused: a.max_unused / 100.0,
         dry_run: a.dry_run,
+        forget_unreadable: a.forget_unreadable,
     };
-    let r = prune::prune(&repo, &opts)?;
+    let lease = Lease::acquire(&repo, "prune")?;
+    let r = prune::prune(&repo, &lease, &opts)?;
+    lease.release()?;
     if g.json {
         output::json(&r)?;
     } else {
@@ -265,13 +288,53 @@ fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
             "index files: {} -> {}",
             r.index_files_before, r.index_files_after
         );
+        if !r.packs_kept_unreadable.is_empty() {
+            println!(
+                "warning: {} unindexed packs due for deletion were kept: their trailers cannot be read (see `ballast repo check --read-data`)",
+                r.packs_kept_unreadable.len()
+            );
+        }
+        for id in &r.records_forgotten {
+            println!("removed the unreadable snapshot record {id}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn unlock(g: &GlobalArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let ended = lease::unlock(&repo)?;
+    if g.json {
+        output::json(&json!({
+            "ended": ended.iter().map(|h| json!({
+                "operation": h.record.operation,
+                "holder": h.record.holder,
+                "since": h.record.acquired,
+                "expires": h.record.expires,
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else if ended.is_empty() {
+        println!("no lease was held; the repository is free");
+    } else {
+        for h in &ended {
+            println!(
+                "ended the lease of {} by {}@{} (pid {}), held since {}; if that process still runs, it stops before its next deletion",
+                h.record.operation,
+                h.record.holder.user,
+                h.record.holder.host,
+                h.record.holder.pid,
+                output::short_time(&h.record.acquired)
+            );
+        }
     }
     Ok(exit::OK)
 }
 
 fn repair_index(g: &GlobalArgs) -> Result<i32> {
     let repo = g.open()?;
-    let (n, unreadable) = check::repair_index(&repo)?;
+    let lease = Lease::acquire(&repo, "repair-index")?;
+    let (n, unreadable) = check::repair_index(&repo, &lease)?;
+    lease.release()?;
     if g.json {
         output::json(&json!({ "packs_indexed": n, "unreadable_packs": unreadable }))?;
     } else {

@@ -159,7 +159,13 @@ impl Walk<'_> {
                     .bytes_seen
                     .fetch_add(node.size, Ordering::Relaxed);
                 match parent {
-                    Some(p) if !self.force_reread && metadata::unchanged(p, &node) => {
+                    // The parent's content is reused only while the repository still
+                    // holds all of it in packs no prune has marked.
+                    Some(p)
+                        if !self.force_reread
+                            && metadata::unchanged(p, &node)
+                            && self.saver.holds_all(BlobKind::Data, &p.content) =>
+                    {
                         node.content = p.content.clone();
                         self.counts.files_unmodified += 1;
                         self.progress.files.fetch_add(1, Ordering::Relaxed);

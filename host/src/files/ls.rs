@@ -105,8 +105,9 @@ pub fn list(repo: &Repository, snapshot: &Snapshot, under: &str) -> Result<Vec<E
         }
     }
     tree::walk(repo, &trees, &root, &mut |path, node| {
+        let path = String::from_utf8_lossy(path);
         let full = if prefix.is_empty() {
-            path.to_string()
+            path.into_owned()
         } else {
             format!("{prefix}/{path}")
         };

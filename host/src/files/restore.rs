@@ -73,13 +73,13 @@ fn include_set(patterns: &[String]) -> Result<Option<GlobSet>> {
 }
 
 /// Whether `path` or one of its ancestors matches.
-fn selected(set: &GlobSet, path: &str) -> bool {
+fn selected(set: &GlobSet, path: &[u8]) -> bool {
     let mut p = path;
     loop {
-        if set.is_match(p) {
+        if set.is_match(tree::path_of(p)) {
             return true;
         }
-        match p.rfind('/') {
+        match p.iter().rposition(|&b| b == b'/') {
             Some(i) => p = &p[..i],
             None => return false,
         }
@@ -96,25 +96,27 @@ pub fn restore(
     let include = include_set(&opts.include)?;
     let locations = tree::locations_for(repo, &[snapshot.root])?;
 
-    // 1. The plan: every node to restore, parents before children.
-    let mut all: Vec<(String, Node)> = Vec::new();
+    // 1. The plan: every node to restore, parents before children. Paths are raw
+    // bytes: names need not be UTF-8, and two names that differ only in bytes that
+    // are not UTF-8 must stay two files.
+    let mut all: Vec<(Vec<u8>, Node)> = Vec::new();
     tree::walk(repo, &locations, &snapshot.root, &mut |path, node| {
         let mut n = node.clone();
         n.subtree = None;
-        all.push((path.to_string(), n));
+        all.push((path.to_vec(), n));
         Ok(())
     })?;
-    let keep: HashSet<String> = match &include {
+    let keep: HashSet<Vec<u8>> = match &include {
         None => all.iter().map(|(p, _)| p.clone()).collect(),
         Some(set) => {
             let mut keep = HashSet::new();
             for (p, _) in &all {
                 if selected(set, p) {
-                    let mut a = p.as_str();
-                    keep.insert(a.to_string());
-                    while let Some(i) = a.rfind('/') {
+                    let mut a = p.as_slice();
+                    keep.insert(a.to_vec());
+                    while let Some(i) = a.iter().rposition(|&b| b == b'/') {
                         a = &a[..i];
-                        keep.insert(a.to_string());
+                        keep.insert(a.to_vec());
                     }
                 }
             }
@@ -134,7 +136,9 @@ pub fn restore(
         if !keep.contains(&p) {
             continue;
         }
-        let path = opts.target.join(p);
+        // Every name was checked to be one path component when its tree was read,
+        // so the path stays below the target.
+        let path = opts.target.join(tree::path_of(&p));
         let mut link_to = None;
         if node.kind == NodeKind::File && node.links > 1 {
             match first_link.get(&(node.device, node.inode)) {
@@ -426,10 +430,11 @@ mod tests {
         let set = include_set(&["etc".into(), "data/*.log".into()])
             .unwrap()
             .unwrap();
-        assert!(selected(&set, "etc"));
-        assert!(selected(&set, "etc/app/x.yaml"));
-        assert!(selected(&set, "data/a.log"));
-        assert!(!selected(&set, "data/a.bin"));
-        assert!(!selected(&set, "etcetera"));
+        assert!(selected(&set, b"etc"));
+        assert!(selected(&set, b"etc/app/x.yaml"));
+        assert!(selected(&set, b"data/a.log"));
+        assert!(selected(&set, b"data/\xff.log"));
+        assert!(!selected(&set, b"data/a.bin"));
+        assert!(!selected(&set, b"etcetera"));
     }
 }

@@ -7,19 +7,12 @@ use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
-use super::crypto::Keys;
+use super::crypto::{Keys, Sealed};
 
 super::id::define_id!(
     /// The identity of a blob: keyed BLAKE3 of its plaintext.
     BlobId
 );
-
-impl BlobId {
-    /// The first 16 bytes, enough to tell blobs apart in memory-lean sets.
-    pub fn prefix(&self) -> u128 {
-        u128::from_le_bytes(self.0[..16].try_into().unwrap())
-    }
-}
 
 /// What a blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -48,13 +41,13 @@ pub fn seal_into(keys: &Keys, plaintext: &[u8], out: &mut Vec<u8>) {
             framed.push(ZSTD);
             framed.extend_from_slice(&(plaintext.len() as u32).to_le_bytes());
             framed.extend_from_slice(&compressed);
-            keys.cipher.seal_into(&framed, out);
+            keys.seal_into(Sealed::Blob, &framed, out);
         }
         None => {
             let mut framed = Vec::with_capacity(plaintext.len() + 1);
             framed.push(RAW);
             framed.extend_from_slice(plaintext);
-            keys.cipher.seal_into(&framed, out);
+            keys.seal_into(Sealed::Blob, &framed, out);
         }
     }
 }
@@ -118,8 +111,7 @@ impl Default for Opener {
 impl Opener {
     /// Opens, decompresses and checks one blob; the plaintext lives until the next call.
     pub fn open(&mut self, keys: &Keys, id: &BlobId, sealed: &[u8]) -> Result<&[u8], BlobError> {
-        keys.cipher
-            .open_into(sealed, &mut self.framed)
+        keys.open_into(Sealed::Blob, sealed, &mut self.framed)
             .map_err(|_| BlobError::Authentication(id.to_string()))?;
         let plaintext: &[u8] = match self.framed.first() {
             Some(&RAW) => &self.framed[1..],
@@ -153,7 +145,7 @@ mod tests {
 
     #[test]
     fn compressible_and_incompressible_round_trip() {
-        let keys = MasterKey::generate().derive();
+        let keys = MasterKey::generate().derive(true);
         let text: Vec<u8> = (0..200_000)
             .map(|i| b"apiVersion: v1\nkind: Pod\n"[i % 25])
             .collect();
@@ -177,7 +169,7 @@ mod tests {
 
     #[test]
     fn wrong_id_or_flipped_byte_is_refused() {
-        let keys = MasterKey::generate().derive();
+        let keys = MasterKey::generate().derive(true);
         let data = b"some data that matters".repeat(20);
         let id = BlobId(keys.blob_id(&data));
         let mut sealed = Vec::new();

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::blob::{self, BlobKind};
 use super::index::{self, IndexPack, Locations};
+use super::lease::Lease;
 use super::pack::{self, PackId};
 use super::snapshot::{self, SnapshotId};
 use super::tree;
@@ -166,6 +167,28 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Res
         progress
             .packs_total
             .store(ids.len() as u64, Ordering::Relaxed);
+        let oversized: Vec<PackId> = ids
+            .iter()
+            .filter(|id| listed[id] > pack::MAX_SIZE)
+            .copied()
+            .collect();
+        for id in &oversized {
+            progress.packs_done.fetch_add(1, Ordering::Relaxed);
+            bad_packs.insert(
+                *id,
+                (
+                    format!("pack {id}"),
+                    format!(
+                        "it is {} bytes, more than any pack ballast writes; not read",
+                        listed[id]
+                    ),
+                ),
+            );
+        }
+        let ids: Vec<PackId> = ids
+            .into_iter()
+            .filter(|id| !oversized.contains(id))
+            .collect();
         for batch in ids.chunks(4) {
             let keys: Vec<String> = batch.iter().map(pack::key).collect();
             for (id, r) in batch.iter().zip(repo.store().get_many(&keys, 4)) {
@@ -222,7 +245,9 @@ fn verify_pack(
     let mut first = None;
     let mut opener = blob::Opener::default();
     for e in &entries {
-        let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+        // parse_whole checked that every entry lies inside the pack.
+        let start = e.offset as usize;
+        let sealed = &bytes[start..start + e.length as usize];
         if let Err(err) = opener.open(repo.keys(), &e.id, sealed) {
             damaged += 1;
             first.get_or_insert_with(|| err.to_string());
@@ -251,23 +276,48 @@ fn verify_pack(
 }
 
 /// `repo repair-index`: rebuilds the index from the packs' trailers and replaces every
-/// index file. Returns (packs indexed, packs unreadable).
-pub fn repair_index(repo: &Repository) -> Result<(usize, Vec<String>)> {
+/// index file, under the repository's lease. A pack whose trailer cannot be read keeps
+/// the entries the old index had for it (if any): a read error must not make its
+/// blobs unreachable. Returns (packs indexed, packs unreadable).
+pub fn repair_index(repo: &Repository, lease: &Lease) -> Result<(usize, Vec<String>)> {
     let old_keys: Vec<String> = repo
         .store()
         .list(index::PREFIX)?
         .into_iter()
         .map(|o| o.key)
         .collect();
+    // An index that cannot be read at all is what repair-index is for.
+    let old: HashMap<PackId, IndexPack> = match index::fold(repo, HashMap::new, |m, _, f| {
+        m.extend(f.packs.into_iter().map(|p| (p.id, p)))
+    }) {
+        Ok((m, _)) => m,
+        Err(e) => {
+            tracing::warn!("the old index cannot be read ({e}); rebuilding from the packs alone");
+            HashMap::new()
+        }
+    };
     let mut packs = Vec::new();
     let mut unreadable = Vec::new();
     for (id, size) in repo.list_packs()? {
         match repo.read_pack_trailer(&id, size) {
             Ok(p) => packs.push(p),
-            Err(e) => unreadable.push(format!("{}: {e}", id.short())),
+            Err(e) => {
+                let kept = old.get(&id).cloned();
+                unreadable.push(format!(
+                    "{}: {e}{}",
+                    id.short(),
+                    if kept.is_some() {
+                        " (its old index entries are kept)"
+                    } else {
+                        ""
+                    }
+                ));
+                packs.extend(kept);
+            }
         }
     }
     let n = packs.len();
+    lease.check()?;
     index::compact(repo, packs, &old_keys, 2048)?;
     Ok((n, unreadable))
 }

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 
 pub const KEY: &str = "config";
 pub const FORMAT: &str = "ballast-repository";
-pub const VERSION: u32 = 1;
+/// The version new repositories get. 2: seals carry what they seal (ADR 0003).
+pub const VERSION: u32 = 2;
+/// The oldest version this ballast reads and writes.
+pub const OLDEST_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
@@ -18,6 +21,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether seals are typed ([`Sealed`](super::crypto::Sealed)): version 2 on.
+    pub fn typed_seals(&self) -> bool {
+        self.version >= 2
+    }
+
     pub fn new() -> Config {
         Config {
             format: FORMAT.into(),

@@ -55,6 +55,19 @@ pub enum RepoError {
         source: std::io::Error,
     },
 
+    #[error("{location} is locked: {operation} by {holder} holds the lease since {since} (until {expires} unless renewed); wait for it to finish. If that process is gone, its lease expires by itself, or end it now with `ballast repo unlock`")]
+    Locked {
+        location: String,
+        operation: String,
+        holder: String,
+        since: String,
+        expires: String,
+        key: String,
+    },
+
+    #[error("the lease of this operation was lost: {0}; stopped before changing anything more (run it again)")]
+    LeaseLost(String),
+
     #[error("interrupted")]
     Interrupted,
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::blob::{BlobId, BlobKind};
+use super::crypto::Sealed;
 use super::pack::{PackEntry, PackId};
 use super::{RepoError, Repository, Result};
 
@@ -40,7 +41,7 @@ pub fn write(repo: &Repository, file: &IndexFile) -> Result<String> {
 fn write_named(repo: &Repository, file: &IndexFile, name_prefix: &str) -> Result<String> {
     let plain = postcard::to_stdvec(file).expect("serialising the index");
     let compressed = zstd::bulk::compress(&plain, 3).map_err(|e| RepoError::io("index", e))?;
-    let sealed = repo.keys().cipher.seal(&compressed);
+    let sealed = repo.keys().seal(Sealed::Index, &compressed);
     let key = format!(
         "{PREFIX}{name_prefix}{}",
         hex::encode(blake3::hash(&sealed).as_bytes())
@@ -92,8 +93,7 @@ fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<IndexFile> {
     };
     let compressed = repo
         .keys()
-        .cipher
-        .open(sealed)
+        .open(Sealed::Index, sealed)
         .map_err(|_| damaged("it fails authentication".into()))?;
     let plain =
         zstd::stream::decode_all(&compressed[..]).map_err(|e| damaged(format!("zstd: {e}")))?;
@@ -222,26 +222,47 @@ pub struct Locations {
     packs: Vec<(PackId, u64)>,
     pack_numbers: HashMap<PackId, u32>,
     map: HashMap<BlobId, Location>,
+    /// Packs a prune marked: a blob also held by another pack is read from that one.
+    marked: HashSet<PackId>,
 }
 
 impl Locations {
-    /// Loads the locations of the blobs `keep` selects.
+    /// Loads the locations of the blobs `keep` selects. A blob held by two packs (the
+    /// original and a repacked copy) is read from the one no prune has marked, which
+    /// is the one that stays.
     pub fn load(
         repo: &Repository,
         mut keep: impl FnMut(BlobKind, &BlobId) -> bool,
     ) -> Result<Locations> {
-        let (locs, _) = fold(repo, Locations::default, |locs, _, file| {
-            for p in &file.packs {
-                locs.add_pack(p, &mut keep);
-            }
-        })?;
+        let marked = super::marks::marked_packs(repo)?;
+        let (locs, _) = fold(
+            repo,
+            || Locations {
+                marked: marked.clone(),
+                ..Default::default()
+            },
+            |locs, _, file| {
+                for p in &file.packs {
+                    locs.add_pack(p, &mut keep);
+                }
+            },
+        )?;
         Ok(locs)
     }
 
     pub fn add_pack(&mut self, p: &IndexPack, keep: &mut impl FnMut(BlobKind, &BlobId) -> bool) {
         let mut number = None;
+        let marked = self.marked.contains(&p.id);
         for e in &p.blobs {
             if !keep(e.kind, &e.id) {
+                continue;
+            }
+            if marked
+                && self
+                    .map
+                    .get(&e.id)
+                    .is_some_and(|l| !self.marked.contains(&self.packs[l.pack as usize].0))
+            {
                 continue;
             }
             let n = *number.get_or_insert_with(|| {
@@ -281,27 +302,69 @@ impl Locations {
 }
 
 /// The blobs a backup can deduplicate against: 16-byte id prefixes per kind (a chance
-/// collision needs about 2^64 blobs), plus the locations of tree blobs so that a
-/// parent snapshot can be walked.
+/// collision needs about 2^64 blobs), each with the number of the pack that holds it
+/// (so that a backup knows which packs it comes to depend on), or [`KnownBlobs::NEW`]
+/// for a blob this backup adds.
 #[derive(Default)]
 pub struct KnownBlobs {
-    data: HashSet<u128>,
-    tree: HashSet<u128>,
+    data: PrefixMap,
+    tree: PrefixMap,
+}
+
+type PrefixMap = HashMap<[u8; 16], u32, std::hash::BuildHasherDefault<PrefixHasher>>;
+
+/// Blob ids are keyed hashes already: their first bytes serve as the hash.
+#[derive(Default)]
+pub struct PrefixHasher(u64);
+
+impl std::hash::Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
+fn prefix(id: &BlobId) -> [u8; 16] {
+    id.0[..16].try_into().expect("16 bytes")
 }
 
 impl KnownBlobs {
-    pub fn insert(&mut self, kind: BlobKind, id: &BlobId) -> bool {
+    /// The pack number of a blob added by the running backup.
+    pub const NEW: u32 = u32::MAX;
+
+    fn map(&mut self, kind: BlobKind) -> &mut PrefixMap {
         match kind {
-            BlobKind::Data => self.data.insert(id.prefix()),
-            BlobKind::Tree => self.tree.insert(id.prefix()),
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.tree,
+        }
+    }
+
+    /// Records that pack `pack` holds the blob; `true` if it was not known before.
+    pub fn insert(&mut self, kind: BlobKind, id: &BlobId, pack: u32) -> bool {
+        let mut new = false;
+        self.map(kind).entry(prefix(id)).or_insert_with(|| {
+            new = true;
+            pack
+        });
+        new
+    }
+
+    /// The pack number of a known blob.
+    pub fn get(&self, kind: BlobKind, id: &BlobId) -> Option<u32> {
+        match kind {
+            BlobKind::Data => self.data.get(&prefix(id)).copied(),
+            BlobKind::Tree => self.tree.get(&prefix(id)).copied(),
         }
     }
 
     pub fn contains(&self, kind: BlobKind, id: &BlobId) -> bool {
-        match kind {
-            BlobKind::Data => self.data.contains(&id.prefix()),
-            BlobKind::Tree => self.tree.contains(&id.prefix()),
-        }
+        self.get(kind, id).is_some()
     }
 
     pub fn len(&self) -> usize {

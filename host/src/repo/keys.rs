@@ -75,9 +75,9 @@ pub enum KeyKind {
     KeyFile,
 }
 
-/// Argon2id cost. The default follows OWASP's guidance for interactive logins with a
-/// margin (64 MiB, 3 passes); tests may lower it through `BALLAST_KDF_MEMORY_KIB`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// Argon2id cost. New records get OWASP's guidance for interactive logins with a
+/// margin (64 MiB, 3 passes); nothing in the environment lowers it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KdfParams {
     pub memory_kib: u32,
     pub iterations: u32,
@@ -86,16 +86,50 @@ pub struct KdfParams {
 
 impl Default for KdfParams {
     fn default() -> Self {
-        let memory_kib = std::env::var("BALLAST_KDF_MEMORY_KIB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|m| *m >= 8)
-            .unwrap_or(64 * 1024);
         KdfParams {
-            memory_kib,
+            memory_kib: 64 * 1024,
             iterations: 3,
             parallelism: 1,
         }
+    }
+}
+
+/// The most a key record may ask of the machine that opens it: anything costlier is
+/// refused rather than tried, so that a record someone else wrote cannot make every
+/// command hang or run out of memory.
+pub const MAX_KDF_MEMORY_KIB: u32 = 1024 * 1024;
+pub const MAX_KDF_ITERATIONS: u32 = 16;
+pub const MAX_KDF_PARALLELISM: u32 = 16;
+
+impl KdfParams {
+    /// Cheap parameters for unit tests of the library (never used by the binary).
+    #[cfg(test)]
+    pub(crate) const CHEAP: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    /// The Argon2 parameters, or why these cannot be used.
+    fn argon2(&self) -> Result<Params, String> {
+        let (m, t, p) = (self.memory_kib, self.iterations, self.parallelism);
+        if !(1..=MAX_KDF_PARALLELISM).contains(&p) {
+            return Err(format!(
+                "parallelism {p} is outside 1..={MAX_KDF_PARALLELISM}"
+            ));
+        }
+        if !(1..=MAX_KDF_ITERATIONS).contains(&t) {
+            return Err(format!(
+                "{t} iterations is outside 1..={MAX_KDF_ITERATIONS}"
+            ));
+        }
+        if m < 8 * p || m > MAX_KDF_MEMORY_KIB {
+            return Err(format!(
+                "{m} KiB of memory is outside {}..={MAX_KDF_MEMORY_KIB} KiB",
+                8 * p
+            ));
+        }
+        Params::new(m, t, p, Some(32)).map_err(|e| e.to_string())
     }
 }
 
@@ -119,9 +153,17 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// Wraps the master key for a secret.
     pub fn wrap(master: &MasterKey, secret: &Secret, label: &str) -> KeyRecord {
+        Self::wrap_with(master, secret, label, KdfParams::default())
+    }
+
+    pub(crate) fn wrap_with(
+        master: &MasterKey,
+        secret: &Secret,
+        label: &str,
+        kdf: KdfParams,
+    ) -> KeyRecord {
         let salt = random_bytes::<32>();
-        let kdf = KdfParams::default();
-        let kek = derive_kek(secret, &salt, &kdf);
+        let kek = derive_kek(secret, &salt, &kdf).expect("the default parameters are in range");
         KeyRecord {
             kind: secret.kind(),
             created: jiff::Timestamp::now(),
@@ -130,66 +172,102 @@ impl KeyRecord {
             label: label.to_string(),
             kdf,
             salt,
-            wrapped: Cipher::new(&kek).seal(master.as_bytes()),
+            wrapped: Cipher::new(&kek).seal(b"", master.as_bytes()),
         }
     }
 
-    /// Unwraps the master key, or `None` if the secret does not open this record.
-    pub fn unwrap_with(&self, secret: &Secret) -> Option<MasterKey> {
+    /// Unwraps the master key: `Ok(None)` if the secret does not open this record,
+    /// `Err` when the record asks for a key derivation outside the limits.
+    pub fn unwrap_with(&self, secret: &Secret) -> Result<Option<MasterKey>, String> {
         if self.kind != secret.kind() {
-            return None;
+            return Ok(None);
         }
-        let kek = derive_kek(secret, &self.salt, &self.kdf);
-        let plain = Zeroizing::new(Cipher::new(&kek).open(&self.wrapped).ok()?);
-        let bytes: [u8; 32] = plain.as_slice().try_into().ok()?;
-        Some(MasterKey::from_bytes(bytes))
+        let kek = derive_kek(secret, &self.salt, &self.kdf)?;
+        let Ok(plain) = Cipher::new(&kek).open(b"", &self.wrapped) else {
+            return Ok(None);
+        };
+        let plain = Zeroizing::new(plain);
+        let Ok(bytes) = <[u8; 32]>::try_from(plain.as_slice()) else {
+            return Ok(None);
+        };
+        Ok(Some(MasterKey::from_bytes(bytes)))
     }
 }
 
-fn derive_kek(secret: &Secret, salt: &[u8; 32], kdf: &KdfParams) -> Zeroizing<[u8; 32]> {
+fn derive_kek(
+    secret: &Secret,
+    salt: &[u8; 32],
+    kdf: &KdfParams,
+) -> Result<Zeroizing<[u8; 32]>, String> {
     let mut kek = Zeroizing::new([0u8; 32]);
     match secret {
         Secret::Password(pw) => {
-            let params = Params::new(kdf.memory_kib, kdf.iterations, kdf.parallelism, Some(32))
-                .expect("Argon2 parameters within range");
+            let params = kdf.argon2()?;
             Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password_into(pw.as_bytes(), salt, &mut kek[..])
-                .expect("Argon2id with a 32-byte salt and output");
+                .map_err(|e| e.to_string())?;
         }
         Secret::KeyFile(bytes) => {
             *kek = *blake3::keyed_hash(bytes, salt).as_bytes();
         }
     }
-    kek
+    Ok(kek)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn weak() {
-        std::env::set_var("BALLAST_KDF_MEMORY_KIB", "64");
-    }
-
     #[test]
     fn password_wraps_and_unwraps() {
-        weak();
         let master = MasterKey::generate();
-        let rec = KeyRecord::wrap(
+        let rec = KeyRecord::wrap_with(
             &master,
             &Secret::Password(Zeroizing::new("hunter2".into())),
             "ops",
+            KdfParams::CHEAP,
         );
         let json = serde_json::to_string(&rec).unwrap();
         assert!(!json.contains("hunter2"));
         let rec: KeyRecord = serde_json::from_str(&json).unwrap();
         let got = rec
             .unwrap_with(&Secret::Password(Zeroizing::new("hunter2".into())))
+            .unwrap()
             .unwrap();
         assert_eq!(got.as_bytes(), master.as_bytes());
         assert!(rec
             .unwrap_with(&Secret::Password(Zeroizing::new("hunter3".into())))
+            .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn the_default_ignores_the_environment() {
+        std::env::set_var("BALLAST_KDF_MEMORY_KIB", "8");
+        assert_eq!(KdfParams::default().memory_kib, 64 * 1024);
+    }
+
+    #[test]
+    fn key_derivations_outside_the_limits_are_refused_not_tried() {
+        let master = MasterKey::generate();
+        let pw = Secret::Password(Zeroizing::new("pw".into()));
+        let mut rec = KeyRecord::wrap_with(&master, &pw, "", KdfParams::CHEAP);
+        for (m, t, p, what) in [
+            (u32::MAX, 3, 1, "memory"),
+            (4, 3, 1, "memory"),
+            (65536, 0, 1, "iterations"),
+            (65536, u32::MAX, 1, "iterations"),
+            (65536, 3, 0, "parallelism"),
+            (65536, 3, 1 << 24, "parallelism"),
+        ] {
+            rec.kdf = KdfParams {
+                memory_kib: m,
+                iterations: t,
+                parallelism: p,
+            };
+            let e = rec.unwrap_with(&pw).err().expect("refused");
+            assert!(e.contains(what), "{m} {t} {p}: {e}");
+        }
     }
 
     #[test]
@@ -202,7 +280,7 @@ mod tests {
         std::fs::write(&path, text.as_bytes()).unwrap();
         let read = Secret::read_key_file(&path).unwrap();
         assert_eq!(
-            rec.unwrap_with(&read).unwrap().as_bytes(),
+            rec.unwrap_with(&read).unwrap().unwrap().as_bytes(),
             master.as_bytes()
         );
         std::fs::write(&path, "nonsense").unwrap();

@@ -9,6 +9,7 @@
 //! | `index/<id>`      | index deltas: which pack holds which blob                  |
 //! | `snapshots/<id>`  | snapshot records, written last                             |
 //! | `prune/<id>`      | prune marks: packs due for deletion after a grace period  |
+//! | `lease/<n>`       | the lease of the running prune, forget or repair-index     |
 
 pub mod blob;
 pub mod check;
@@ -20,6 +21,8 @@ pub mod forget;
 mod id;
 pub mod index;
 pub mod keys;
+pub mod lease;
+pub mod marks;
 pub mod pack;
 pub mod prune;
 pub mod saver;
@@ -67,6 +70,15 @@ pub struct KeyInfo {
 impl Repository {
     /// Creates a repository at an empty location, with one key for `secret`.
     pub fn init(store: Store, secret: &Secret, label: &str) -> Result<Repository> {
+        Self::init_with(store, secret, label, keys::KdfParams::default())
+    }
+
+    fn init_with(
+        store: Store,
+        secret: &Secret,
+        label: &str,
+        kdf: keys::KdfParams,
+    ) -> Result<Repository> {
         let location = store.location().to_string();
         match store.get(config::KEY) {
             Ok(_) => return Err(RepoError::AlreadyInitialized { location }),
@@ -76,9 +88,10 @@ impl Repository {
         if !store.list("")?.is_empty() {
             return Err(RepoError::NotEmpty { location });
         }
+        store.verify_consistency()?;
         let master = MasterKey::generate();
         let config = Config::new();
-        let record = KeyRecord::wrap(&master, secret, label);
+        let record = KeyRecord::wrap_with(&master, secret, label, kdf);
         let key_id = write_key(&store, &record)?;
         // The config goes last: a location with keys but no config is not a repository.
         let json = serde_json::to_vec_pretty(&config).expect("serialising the config");
@@ -87,7 +100,7 @@ impl Repository {
         }
         Ok(Repository {
             store,
-            keys: Arc::new(master.derive()),
+            keys: Arc::new(master.derive(config.typed_seals())),
             master: Arc::new(master),
             config: Arc::new(config),
             key_id: Arc::new(key_id),
@@ -105,7 +118,10 @@ impl Repository {
             Err(e) if e.is_not_found() => return Err(RepoError::NotARepository { location }),
             Err(e) => return Err(e.into()),
         };
-        if config.format != config::FORMAT || config.version > config::VERSION {
+        if config.format != config::FORMAT
+            || config.version > config::VERSION
+            || config.version < config::OLDEST_VERSION
+        {
             return Err(RepoError::Invalid(format!(
                 "{location} holds a `{}` repository of version {}; this ballast reads `{}` up to version {}: upgrade ballast",
                 config.format,
@@ -114,17 +130,39 @@ impl Repository {
                 config::VERSION
             )));
         }
-        let records = read_keys(&store)?;
+        let (records, mut refused) = read_keys(&store)?;
         for (id, record) in &records {
-            if let Some(master) = record.unwrap_with(secret) {
-                return Ok(Repository {
-                    store,
-                    keys: Arc::new(master.derive()),
-                    master: Arc::new(master),
-                    config: Arc::new(config),
-                    key_id: Arc::new(id.clone()),
-                });
+            match record.unwrap_with(secret) {
+                Ok(Some(master)) => {
+                    for (key, why) in &refused {
+                        tracing::warn!("key record {key} was not tried: {why}");
+                    }
+                    return Ok(Repository {
+                        store,
+                        keys: Arc::new(master.derive(config.typed_seals())),
+                        master: Arc::new(master),
+                        config: Arc::new(config),
+                        key_id: Arc::new(id.clone()),
+                    });
+                }
+                Ok(None) => {}
+                Err(why) => refused.push((format!("{KEYS_PREFIX}{id}"), why)),
             }
+        }
+        if !refused.is_empty() {
+            let list: Vec<String> = refused
+                .iter()
+                .map(|(k, why)| format!("{k} ({why})"))
+                .collect();
+            return Err(RepoError::Damaged {
+                what: format!("the key records of {location}"),
+                detail: format!(
+                    "none of the {} usable ones opens with the given secret, and {} could not be tried: {}",
+                    records.len() - refused.len().min(records.len()),
+                    refused.len(),
+                    list.join("; ")
+                ),
+            });
         }
         let what = match secret {
             Secret::Password(_) => "password",
@@ -186,6 +224,13 @@ impl Repository {
         if size < pack::FOOTER_LEN as u64 {
             return Err(damaged("it is shorter than a footer (truncated pack?)").into());
         }
+        if size > pack::MAX_SIZE {
+            return Err(damaged(&format!(
+                "it is {size} bytes, more than any pack ballast writes ({} at most)",
+                pack::MAX_SIZE
+            ))
+            .into());
+        }
         let tail_len = size.min(64 * 1024);
         let tail = self.store.get_range(&key, size - tail_len..size)?;
         let trailer_len = pack::parse_footer(id, &tail)?;
@@ -207,9 +252,10 @@ impl Repository {
         })
     }
 
-    /// Every key record, with its id.
+    /// Every readable key record, with its id.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         Ok(read_keys(&self.store)?
+            .0
             .into_iter()
             .map(|(id, record)| KeyInfo {
                 current: id == *self.key_id,
@@ -257,6 +303,7 @@ impl Repository {
     /// Replaces the key in use by one for a new secret, without touching data.
     pub fn change_secret(&self, secret: &Secret) -> Result<String> {
         let label = read_keys(&self.store)?
+            .0
             .into_iter()
             .find(|(id, _)| *id == *self.key_id)
             .map(|(_, r)| r.label)
@@ -272,12 +319,12 @@ impl Repository {
 impl Repository {
     /// A fresh repository in memory, with a cheap key derivation.
     pub(crate) fn in_memory_for_tests() -> Repository {
-        std::env::set_var("BALLAST_KDF_MEMORY_KIB", "64");
         let name = format!("test-{}", hex::encode(crypto::random_bytes::<8>()));
         let location = crate::store::Location::Memory(name);
         let store = Store::connect(&location, &Default::default()).expect("an in-memory store");
         let secret = Secret::Password(zeroize::Zeroizing::new("test".into()));
-        Repository::init(store, &secret, "test").expect("a new repository")
+        Repository::init_with(store, &secret, "test", keys::KdfParams::CHEAP)
+            .expect("a new repository")
     }
 }
 
@@ -288,17 +335,40 @@ fn write_key(store: &Store, record: &KeyRecord) -> Result<String> {
     Ok(id)
 }
 
-fn read_keys(store: &Store) -> Result<Vec<(String, KeyRecord)>> {
+/// A key record is a few hundred bytes; anything larger is not one.
+const MAX_KEY_RECORD: u64 = 64 * 1024;
+
+/// The key records that can be read, and the objects under `keys/` that cannot be
+/// (with why): one damaged record must not lock everyone out.
+#[allow(clippy::type_complexity)]
+fn read_keys(store: &Store) -> Result<(Vec<(String, KeyRecord)>, Vec<(String, String)>)> {
     let objects = store.list(KEYS_PREFIX)?;
-    let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+    let mut bad = Vec::new();
+    let keys: Vec<String> = objects
+        .iter()
+        .filter(|o| {
+            let ok = o.size <= MAX_KEY_RECORD;
+            if !ok {
+                bad.push((
+                    o.key.clone(),
+                    format!("{} bytes is too large for a key record", o.size),
+                ));
+            }
+            ok
+        })
+        .map(|o| o.key.clone())
+        .collect();
     let mut out = Vec::new();
     for (key, bytes) in keys.iter().zip(store.get_many(&keys, 8)) {
-        let bytes = bytes?;
-        let record: KeyRecord = serde_json::from_slice(&bytes).map_err(|e| RepoError::Damaged {
-            what: format!("key record {key}"),
-            detail: e.to_string(),
-        })?;
-        out.push((key.trim_start_matches(KEYS_PREFIX).to_string(), record));
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match serde_json::from_slice::<KeyRecord>(&bytes) {
+            Ok(record) => out.push((key.trim_start_matches(KEYS_PREFIX).to_string(), record)),
+            Err(e) => bad.push((key.clone(), format!("not a key record: {e}"))),
+        }
     }
-    Ok(out)
+    Ok((out, bad))
 }

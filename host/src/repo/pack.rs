@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::blob::{BlobId, BlobKind};
-use super::crypto::Keys;
+use super::crypto::{Keys, Sealed};
 
 super::id::define_id!(
     /// The identity of a pack: BLAKE3 of the pack object's bytes.
@@ -25,6 +25,11 @@ pub const FOOTER_LEN: usize = 12;
 
 /// Packs are cut before they grow past this size (one PUT each).
 pub const TARGET_SIZE: usize = 32 * 1024 * 1024;
+
+/// No pack ballast writes comes near this size (the target plus one largest chunk
+/// and its trailer); an object under `data/` larger than this is refused as damaged
+/// rather than read into memory.
+pub const MAX_SIZE: u64 = 128 * 1024 * 1024;
 
 /// Where one blob sits inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,12 +92,13 @@ impl PackBuilder {
         }
         let offset = self.buf.len();
         seal(&mut self.buf);
+        let fits = |n: usize| u32::try_from(n).expect("packs are cut far below 4 GiB");
         self.entries.push(PackEntry {
             kind,
             id,
-            offset: offset as u32,
-            length: (self.buf.len() - offset) as u32,
-            raw_len: raw_len as u32,
+            offset: fits(offset),
+            length: fits(self.buf.len() - offset),
+            raw_len: fits(raw_len),
         });
     }
 
@@ -101,8 +107,8 @@ impl PackBuilder {
         let PackBuilder { mut buf, entries } = self;
         let trailer = postcard::to_stdvec(&entries).expect("serialising pack entries");
         let before = buf.len();
-        keys.cipher.seal_into(&trailer, &mut buf);
-        let trailer_len = (buf.len() - before) as u32;
+        keys.seal_into(Sealed::PackTrailer, &trailer, &mut buf);
+        let trailer_len = u32::try_from(buf.len() - before).expect("a trailer far below 4 GiB");
         buf.extend_from_slice(&trailer_len.to_le_bytes());
         buf.extend_from_slice(MAGIC);
         let id = PackId(*blake3::hash(&buf).as_bytes());
@@ -130,7 +136,8 @@ pub fn parse_footer(pack: &PackId, footer: &[u8]) -> Result<usize, PackError> {
         return Err(damaged("the footer is missing (truncated pack?)"));
     }
     let n = footer.len();
-    Ok(u32::from_le_bytes(footer[n - 12..n - 8].try_into().unwrap()) as usize)
+    let len = u32::from_le_bytes(footer[n - 12..n - 8].try_into().expect("4 bytes"));
+    usize::try_from(len).map_err(|_| damaged("its trailer length does not fit in memory"))
 }
 
 /// Opens a sealed trailer and checks that its entries fit in a pack of `pack_size`.
@@ -145,8 +152,7 @@ pub fn parse_trailer(
         what,
     };
     let plain = keys
-        .cipher
-        .open(sealed)
+        .open(Sealed::PackTrailer, sealed)
         .map_err(|_| damaged("its trailer fails authentication".into()))?;
     let entries: Vec<PackEntry> = postcard::from_bytes(&plain)
         .map_err(|e| damaged(format!("its trailer cannot be decoded: {e}")))?;
@@ -182,7 +188,7 @@ mod tests {
 
     #[test]
     fn build_and_parse() {
-        let keys = MasterKey::generate().derive();
+        let keys = MasterKey::generate().derive(true);
         let mut b = PackBuilder::default();
         let mut ids = vec![];
         for i in 0..10u8 {

@@ -1,76 +1,37 @@
 //! Two-phase prune: data no snapshot references is first *marked*, and deleted only by
 //! a later prune once the grace period has passed, if still nothing references it.
 //!
-//! Writers take no locks. Safety comes from three rules:
+//! Backups take no locks; prune holds the repository's lease ([`Lease`]), so two
+//! prunes (or a prune and a forget or repair-index) never run at once. Safety comes
+//! from these rules:
+//! - prune refuses to run while any snapshot record cannot be read: the data of a
+//!   record it cannot read would look unreferenced (`--forget-unreadable` names the
+//!   records to give up);
 //! - a backup never deduplicates against a marked pack (see `saver::load_known`), so
 //!   backups that start after a mark cannot come to depend on it;
+//! - a backup that did deduplicate against a pack that was marked (or deleted) while
+//!   it ran does not record its snapshot (see `Saver::finish`);
 //! - a pack that no index lists (a running or interrupted backup's) is only marked,
-//!   and before deletion its trailer is read: a pack holding any referenced blob is
-//!   never deleted, indexed or not;
-//! - the grace period (default 24 h) must exceed the longest backup, which covers
-//!   backups that started before the mark.
+//!   and deleted only once its trailer was read and shows no referenced blob: a pack
+//!   whose trailer cannot be read is kept;
+//! - a mark is dated when it is written, after any repacking, and its packs are
+//!   deleted only by a later prune, after the grace period, if still unreferenced.
 
 use std::collections::{HashMap, HashSet};
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::blob::{BlobId, BlobKind};
 use super::index::{self, IndexFile, IndexPack, Locations};
+use super::lease::Lease;
+use super::marks;
 use super::pack::{self, PackBuilder, PackId};
 use super::snapshot;
 use super::tree;
-use super::{Repository, Result};
-
-pub const PREFIX: &str = "prune/";
+use super::{RepoError, Repository, Result};
 
 /// Packs per compacted index file (about 64 GiB of data each).
 const COMPACTED_PACKS: usize = 2048;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Mark {
-    time: jiff::Timestamp,
-    packs: Vec<PackId>,
-}
-
-fn read_marks(repo: &Repository) -> Result<Vec<(String, Mark)>> {
-    let keys: Vec<String> = repo
-        .store()
-        .list(PREFIX)?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    let mut out = Vec::new();
-    for (key, r) in keys.iter().zip(repo.store().get_many(&keys, 8)) {
-        let bytes = match r {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let plain = repo
-            .keys()
-            .cipher
-            .open(&bytes)
-            .map_err(|_| super::RepoError::Damaged {
-                what: format!("prune mark {key}"),
-                detail: "it fails authentication".into(),
-            })?;
-        let mark: Mark = serde_json::from_slice(&plain).map_err(|e| super::RepoError::Damaged {
-            what: format!("prune mark {key}"),
-            detail: e.to_string(),
-        })?;
-        out.push((key.clone(), mark));
-    }
-    Ok(out)
-}
-
-/// Packs currently marked for deletion.
-pub fn marked_packs(repo: &Repository) -> Result<HashSet<PackId>> {
-    Ok(read_marks(repo)?
-        .into_iter()
-        .flat_map(|(_, m)| m.packs)
-        .collect())
-}
 
 /// A pack smaller than this is merged with others by prune...
 const SMALL_PACK: u64 = (super::pack::TARGET_SIZE / 8) as u64;
@@ -84,6 +45,10 @@ pub struct PruneOptions {
     /// Repack a pack when more than this fraction of its bytes is unreferenced.
     pub max_unused: f64,
     pub dry_run: bool,
+    /// Snapshot records that cannot be read and are to be given up (ids or unique
+    /// prefixes): prune runs only when every unreadable record is named here, and
+    /// removes them.
+    pub forget_unreadable: Vec<String>,
 }
 
 impl Default for PruneOptions {
@@ -92,6 +57,7 @@ impl Default for PruneOptions {
             grace: std::time::Duration::from_secs(24 * 3600),
             max_unused: 0.25,
             dry_run: false,
+            forget_unreadable: vec![],
         }
     }
 }
@@ -116,12 +82,21 @@ pub struct PruneReport {
     pub index_files_after: usize,
     /// Local repositories: partial upload files of killed processes, removed.
     pub staging_files_removed: usize,
+    /// Unindexed packs due for deletion whose trailer could not be read: kept, since
+    /// nothing shows they hold no referenced blob.
+    pub packs_kept_unreadable: Vec<String>,
+    /// Unreadable snapshot records given up with `--forget-unreadable`.
+    pub records_forgotten: Vec<String>,
     pub dry_run: bool,
 }
 
-/// Every blob some snapshot references: roots, subtrees and file contents.
-pub fn referenced_blobs(repo: &Repository) -> Result<(usize, HashSet<BlobId>)> {
-    let snaps = snapshot::list(repo)?;
+/// Every blob the readable snapshots reference (roots, subtrees and file contents),
+/// and the records that cannot be read.
+#[allow(clippy::type_complexity)]
+pub fn referenced_blobs(
+    repo: &Repository,
+) -> Result<(usize, HashSet<BlobId>, Vec<(String, RepoError)>)> {
+    let (snaps, unreadable) = snapshot::list_all(repo)?;
     let trees = Locations::load(repo, |k, _| k == BlobKind::Tree)?;
     let mut used = HashSet::new();
     for (_, s) in &snaps {
@@ -134,17 +109,63 @@ pub fn referenced_blobs(repo: &Repository) -> Result<(usize, HashSet<BlobId>)> {
             Ok(())
         })?;
     }
-    Ok((snaps.len(), used))
+    Ok((snaps.len(), used, unreadable))
 }
 
-pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+/// The unreadable records prune may give up: all of them, named by the user, or an
+/// error that lists them and says how.
+fn unreadable_to_forget(
+    unreadable: &[(String, RepoError)],
+    named: &[String],
+) -> Result<Vec<String>> {
+    let id_of = |key: &str| {
+        key.strip_prefix(snapshot::PREFIX)
+            .unwrap_or(key)
+            .to_string()
+    };
+    let missing: Vec<String> = unreadable
+        .iter()
+        .filter(|(key, _)| {
+            let id = id_of(key);
+            !named
+                .iter()
+                .any(|n| n.len() >= 8 && id.starts_with(&n.to_ascii_lowercase()))
+        })
+        .map(|(key, e)| format!("{key}: {e}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RepoError::Invalid(format!(
+            "prune refuses to run: {} snapshot records cannot be read, and the data only they \
+             reference would look unreferenced and be deleted. See `ballast repo check`; to give \
+             them up, name each with --forget-unreadable ID. Unreadable: {}",
+            missing.len(),
+            missing.join("; ")
+        )));
+    }
+    Ok(unreadable.iter().map(|(key, _)| key.clone()).collect())
+}
+
+/// Runs a prune under `lease` (see [`Lease::acquire`]).
+pub fn prune(repo: &Repository, lease: &Lease, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let (n_snaps, used) = referenced_blobs(repo)?;
+    let (n_snaps, used, unreadable) = referenced_blobs(repo)?;
+    let forgotten = unreadable_to_forget(&unreadable, &opts.forget_unreadable)?;
     report.snapshots = n_snaps;
     report.referenced_blobs = used.len();
+    if !opts.dry_run {
+        for key in &forgotten {
+            lease.check()?;
+            repo.store().delete(key)?;
+            tracing::warn!("removed the unreadable snapshot record {key} (--forget-unreadable)");
+        }
+    }
+    report.records_forgotten = forgotten
+        .iter()
+        .map(|k| k.strip_prefix(snapshot::PREFIX).unwrap_or(k).to_string())
+        .collect();
 
     let listed_index: Vec<String> = repo
         .store()
@@ -164,11 +185,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.index_files_before = index_keys.len();
     let listed: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = listed.len();
-    let marks = read_marks(repo)?;
-    let already_marked: HashSet<PackId> = marks
-        .iter()
-        .flat_map(|(_, m)| m.packs.iter().copied())
-        .collect();
+    let all_marks = marks::read(repo)?;
+    let already_marked = all_marks.packs();
+    let marks = all_marks.marks;
 
     // Phase 2: delete what earlier runs marked, once due and still unreferenced.
     let now = jiff::Timestamp::now();
@@ -198,8 +217,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 None => match repo.read_pack_trailer(id, size) {
                     Ok(p) => p.blobs,
                     Err(e) => {
-                        tracing::warn!("deleting unreadable unindexed pack {}: {e}", id.short());
-                        vec![]
+                        // Deleted only on evidence: without its trailer nothing shows
+                        // that the pack holds no referenced blob.
+                        tracing::warn!(
+                            "keeping unindexed pack {}: its trailer cannot be read: {e}",
+                            id.short()
+                        );
+                        report.packs_kept_unreadable.push(id.to_string());
+                        continue;
                     }
                 },
             };
@@ -293,16 +318,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     if !to_mark.is_empty() {
-        let mark = Mark {
-            time: now,
-            packs: to_mark,
-        };
-        let sealed = repo
-            .keys()
-            .cipher
-            .seal(&serde_json::to_vec(&mark).expect("serialising a mark"));
-        let key = format!("{PREFIX}{}", hex::encode(blake3::hash(&sealed).as_bytes()));
-        repo.store().put(&key, Bytes::from(sealed))?;
+        // Dated now, after any repacking: the grace period starts when the mark is
+        // there for backups to see.
+        lease.check()?;
+        marks::write(repo, to_mark)?;
     }
 
     // Compact the index (dropping deleted packs) before deleting anything it lists.
@@ -313,14 +332,18 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             .filter(|p| !deleted.contains(&p.id) && listed.contains_key(&p.id))
             .collect();
         let repack_files = report.index_files_after - report.index_files_before;
+        lease.check()?;
         report.index_files_after =
             index::compact(repo, packs, &listed_index, COMPACTED_PACKS)? + repack_files;
     }
     for id in &deleted {
+        lease.check()?;
         repo.store().delete(&pack::key(id))?;
     }
-    for key in due_marks {
-        repo.store().delete(&key)?;
+    // Due marks are done with; damaged ones never counted.
+    for key in due_marks.iter().chain(&all_marks.damaged) {
+        lease.check()?;
+        repo.store().delete(key)?;
     }
     report.staging_files_removed = remove_stale_staging(repo, opts.grace);
     Ok(report)

@@ -8,6 +8,7 @@
 //! backpressure. Memory stays flat whatever the size of the backup: a few chunks
 //! waiting, one open pack per blob kind, and at most one pack per encoder in flight.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,55 +18,57 @@ use serde::Serialize;
 
 use super::blob::{self, BlobId, BlobKind};
 use super::index::{self, IndexFile, IndexPack, KnownBlobs, Locations};
-use super::pack::{self, FinishedPack, PackBuilder};
-use super::{prune, RepoError, Repository, Result};
+use super::pack::{self, FinishedPack, PackBuilder, PackId};
+use super::{marks, RepoError, Repository, Result};
 
 /// What the repository already holds, as far as a backup needs to know.
 pub struct Known {
-    pub blobs: KnownBlobs,
+    /// The blobs it may deduplicate against, with the packs that hold them.
+    pub blobs: Dedup,
     /// Locations of tree blobs, to walk a parent snapshot.
     pub trees: Locations,
     /// Packs left unindexed by an interrupted backup, adopted by this one.
     pub adopted: Vec<IndexPack>,
 }
 
-/// Loads what a backup deduplicates against. Packs marked by prune are left out, so a
-/// backup never comes to depend on a pack that is about to be deleted; packs that no
-/// index lists (an interrupted backup's) are read from their trailers and adopted.
+/// Known blobs and the packs their numbers refer to.
+#[derive(Default)]
+pub struct Dedup {
+    pub blobs: KnownBlobs,
+    pub packs: Vec<PackId>,
+}
+
+/// Loads what a backup deduplicates against: the blobs of packs that are listed in
+/// `data/` (an index entry whose pack is gone is ignored, so a backup never depends
+/// on it) and not marked by prune (so a backup never comes to depend on a pack that
+/// is about to be deleted). Packs that no index lists (an interrupted backup's) are
+/// read from their trailers and adopted.
 pub fn load_known(repo: &Repository) -> Result<Known> {
-    let marked = prune::marked_packs(repo)?;
-    let ((mut blobs, mut trees, indexed), _) = index::fold(
+    let marked = marks::marked_packs(repo)?;
+    let listed: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    let usable = |id: &PackId| listed.contains_key(id) && !marked.contains(id);
+    let ((mut dedup, mut trees, indexed), _) = index::fold(
         repo,
-        || {
-            (
-                KnownBlobs::default(),
-                Locations::default(),
-                std::collections::HashSet::new(),
-            )
-        },
-        |(blobs, trees, indexed), _, file| {
+        || (Dedup::default(), Locations::default(), HashSet::new()),
+        |(dedup, trees, indexed), _, file| {
             for p in &file.packs {
                 indexed.insert(p.id);
-                if marked.contains(&p.id) {
+                if !usable(&p.id) {
                     continue;
                 }
-                for e in &p.blobs {
-                    blobs.insert(e.kind, &e.id);
-                }
+                dedup.add(p);
                 trees.add_pack(p, &mut |kind, _| kind == BlobKind::Tree);
             }
         },
     )?;
     let mut adopted = Vec::new();
-    for (id, size) in repo.list_packs()? {
-        if indexed.contains(&id) || marked.contains(&id) {
+    for (id, &size) in &listed {
+        if indexed.contains(id) || marked.contains(id) {
             continue;
         }
-        match repo.read_pack_trailer(&id, size) {
+        match repo.read_pack_trailer(id, size) {
             Ok(p) => {
-                for e in &p.blobs {
-                    blobs.insert(e.kind, &e.id);
-                }
+                dedup.add(&p);
                 trees.add_pack(&p, &mut |kind, _| kind == BlobKind::Tree);
                 adopted.push(p);
             }
@@ -73,10 +76,20 @@ pub fn load_known(repo: &Repository) -> Result<Known> {
         }
     }
     Ok(Known {
-        blobs,
+        blobs: dedup,
         trees,
         adopted,
     })
+}
+
+impl Dedup {
+    fn add(&mut self, p: &IndexPack) {
+        let n = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
+        self.packs.push(p.id);
+        for e in &p.blobs {
+            self.blobs.insert(e.kind, &e.id, n);
+        }
+    }
 }
 
 /// Counters of what a backup added.
@@ -96,9 +109,15 @@ struct Job {
     data: Vec<u8>,
 }
 
+/// The known blobs, and the packs this backup came to depend on by deduplicating.
+struct Claims {
+    dedup: Dedup,
+    depends: HashSet<u32>,
+}
+
 struct Shared {
     repo: Repository,
-    known: Mutex<KnownBlobs>,
+    known: Mutex<Claims>,
     data_pack: Mutex<PackBuilder>,
     tree_pack: Mutex<PackBuilder>,
     uploaded: Mutex<Vec<IndexPack>>,
@@ -136,10 +155,13 @@ fn encoder_threads() -> usize {
 }
 
 impl Saver {
-    pub fn start(repo: &Repository, known: KnownBlobs, adopted: Vec<IndexPack>) -> Saver {
+    pub fn start(repo: &Repository, known: Dedup, adopted: Vec<IndexPack>) -> Saver {
         let shared = Arc::new(Shared {
             repo: repo.clone(),
-            known: Mutex::new(known),
+            known: Mutex::new(Claims {
+                dedup: known,
+                depends: HashSet::new(),
+            }),
             data_pack: Mutex::default(),
             tree_pack: Mutex::default(),
             uploaded: Mutex::default(),
@@ -188,10 +210,36 @@ impl Saver {
     }
 
     /// Registers a blob as present; `true` means it is new and must be [`submit`]ted.
+    /// A blob the repository already holds makes the backup depend on its pack.
     ///
     /// [`submit`]: Saver::submit
     pub fn claim(&self, kind: BlobKind, id: &BlobId) -> bool {
-        self.shared.known.lock().unwrap().insert(kind, id)
+        let mut k = self.shared.known.lock().unwrap();
+        if k.dedup.blobs.insert(kind, id, KnownBlobs::NEW) {
+            return true;
+        }
+        let pack = k.dedup.blobs.get(kind, id).expect("just found");
+        if pack != KnownBlobs::NEW {
+            k.depends.insert(pack);
+        }
+        false
+    }
+
+    /// Whether the repository holds every one of `ids` in a pack a backup may depend
+    /// on (listed, not marked), registering the dependency; for reusing a parent's
+    /// content without reading the file.
+    pub fn holds_all(&self, kind: BlobKind, ids: &[BlobId]) -> bool {
+        let mut k = self.shared.known.lock().unwrap();
+        let mut packs = Vec::with_capacity(ids.len());
+        for id in ids {
+            match k.dedup.blobs.get(kind, id) {
+                Some(p) => packs.push(p),
+                None => return false,
+            }
+        }
+        k.depends
+            .extend(packs.into_iter().filter(|&p| p != KnownBlobs::NEW));
+        true
     }
 
     /// Hands a claimed blob to the encoders; blocks while they are busy.
@@ -248,6 +296,7 @@ impl Saver {
                 },
             )?;
         }
+        self.check_dependencies()?;
         let s = &self.shared;
         Ok(SaveStats {
             blobs_new: s.blobs_new.load(Ordering::Relaxed),
@@ -255,6 +304,39 @@ impl Saver {
             bytes_stored: s.bytes_stored.load(Ordering::Relaxed),
             packs_uploaded,
         })
+    }
+}
+
+impl Saver {
+    /// The packs this backup deduplicated against must still be there, unmarked, when
+    /// its record is about to be written. A pack marked while the backup ran (its last
+    /// snapshot was forgotten and pruned) may be deleted by a prune after the grace
+    /// period, before or after this record appears: the backup is not recorded then.
+    fn check_dependencies(&self) -> Result<()> {
+        let known = self.shared.known.lock().unwrap();
+        if known.depends.is_empty() {
+            return Ok(());
+        }
+        let repo = &self.shared.repo;
+        let marked = marks::marked_packs(repo)?;
+        let listed: HashSet<PackId> = repo.list_packs()?.into_iter().map(|(id, _)| id).collect();
+        let gone: Vec<String> = known
+            .depends
+            .iter()
+            .map(|&n| known.dedup.packs[n as usize])
+            .filter(|id| marked.contains(id) || !listed.contains(id))
+            .map(|id| id.short())
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        Err(RepoError::Invalid(format!(
+            "this backup reused data from {} packs that a prune marked for deletion or deleted \
+             while it ran (first: {}); it was not recorded, since its snapshot would depend on \
+             them. Run it again: it stores that data anew",
+            gone.len(),
+            gone[0]
+        )))
     }
 }
 
@@ -321,5 +403,77 @@ fn upload(shared: &Shared, p: FinishedPack) {
             blobs: p.entries,
         }),
         Err(e) => shared.fail(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::snapshot::Source;
+    use crate::repo::stream::{self, StreamBackup};
+
+    fn spec() -> StreamBackup {
+        StreamBackup {
+            name: "data".into(),
+            chunking: crate::repo::chunker::StreamKind::Dump,
+            source: Source {
+                kind: "stream".into(),
+                paths: vec!["data".into()],
+                meta: Default::default(),
+            },
+            tags: vec![],
+        }
+    }
+
+    /// A backup that deduplicated against a pack, which a prune marked while the
+    /// backup ran, must not be recorded; one that did not depend on it is.
+    #[test]
+    fn a_backup_that_depends_on_a_pack_marked_meanwhile_is_not_recorded() {
+        let repo = Repository::in_memory_for_tests();
+        let data = vec![7u8; 100_000];
+        stream::backup(&repo, data.as_slice(), spec()).unwrap();
+        let packs: Vec<PackId> = repo
+            .list_packs()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+
+        // A second backup of the same data starts: everything deduplicates.
+        let known = load_known(&repo).unwrap();
+        let saver = Saver::start(&repo, known.blobs, known.adopted);
+        saver.save(BlobKind::Data, data.clone()).unwrap();
+        // Meanwhile the first snapshot is forgotten and a prune marks its packs.
+        marks::write(&repo, packs.clone()).unwrap();
+        let e = saver.finish().err().expect("not recorded");
+        assert!(
+            e.to_string().contains("marked for deletion or deleted"),
+            "{e}"
+        );
+
+        // A backup that starts now does not deduplicate against the marked packs: it
+        // stores the data anew and is recorded.
+        let known = load_known(&repo).unwrap();
+        let saver = Saver::start(&repo, known.blobs, known.adopted);
+        saver.save(BlobKind::Data, data.clone()).unwrap();
+        let stats = saver.finish().unwrap();
+        assert_eq!(stats.blobs_new, 1);
+    }
+
+    /// An index entry whose pack is not in `data/` (deleted by a prune that raced
+    /// another) is ignored: the backup uploads the blob again.
+    #[test]
+    fn index_entries_of_missing_packs_are_not_deduplicated_against() {
+        let repo = Repository::in_memory_for_tests();
+        let data = vec![9u8; 50_000];
+        stream::backup(&repo, data.as_slice(), spec()).unwrap();
+        for (id, _) in repo.list_packs().unwrap() {
+            repo.store().delete(&pack::key(&id)).unwrap();
+        }
+        let known = load_known(&repo).unwrap();
+        assert!(known.blobs.blobs.is_empty());
+        let saver = Saver::start(&repo, known.blobs, known.adopted);
+        saver.save(BlobKind::Data, data).unwrap();
+        assert_eq!(saver.finish().unwrap().blobs_new, 1);
     }
 }

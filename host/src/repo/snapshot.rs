@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::blob::BlobId;
+use super::crypto::Sealed;
 use super::{RepoError, Repository, Result};
 
 pub const PREFIX: &str = "snapshots/";
@@ -93,8 +94,9 @@ impl Snapshot {
     /// Writes the record; from this moment the backup exists.
     pub fn save(&self, repo: &Repository) -> Result<SnapshotId> {
         let json = serde_json::to_vec(self).expect("serialising a snapshot");
-        let sealed = repo.keys().cipher.seal(&json);
+        let sealed = repo.keys().seal(Sealed::Snapshot, &json);
         let id = SnapshotId(*blake3::hash(&sealed).as_bytes());
+        repo.store().verify_consistency()?;
         repo.store().put_if_absent(&key(&id), Bytes::from(sealed))?;
         Ok(id)
     }
@@ -119,14 +121,15 @@ pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
 pub fn list_all(
     repo: &Repository,
 ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, RepoError)>)> {
-    let keys: Vec<String> = repo
-        .store()
-        .list(PREFIX)?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    let mut out = Vec::with_capacity(keys.len());
+    let mut out = Vec::new();
     let mut damaged = Vec::new();
+    let mut keys = Vec::new();
+    for o in repo.store().list(PREFIX)? {
+        match check_size(&o.key, o.size) {
+            Ok(()) => keys.push(o.key),
+            Err(e) => damaged.push((o.key, e)),
+        }
+    }
     for (key, r) in keys.iter().zip(repo.store().get_many(&keys, 16)) {
         let bytes = match r {
             Ok(b) => b,
@@ -148,7 +151,21 @@ pub fn list_all(
     Ok((out, damaged))
 }
 
-fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<Snapshot> {
+/// A record lists a backup's warnings, so it can grow, but never to this.
+const MAX_RECORD: u64 = 64 * 1024 * 1024;
+
+fn check_size(key: &str, size: u64) -> Result<()> {
+    if size > MAX_RECORD {
+        return Err(RepoError::Damaged {
+            what: format!("snapshot record {key}"),
+            detail: format!("it is {size} bytes, more than any record ballast writes; not read"),
+        });
+    }
+    Ok(())
+}
+
+/// Opens and decodes a sealed snapshot record stored under `key`.
+pub fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<Snapshot> {
     let damaged = |detail: String| RepoError::Damaged {
         what: format!("snapshot record {key}"),
         detail,
@@ -158,8 +175,7 @@ fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<Snapshot> {
     }
     let json = repo
         .keys()
-        .cipher
-        .open(sealed)
+        .open(Sealed::Snapshot, sealed)
         .map_err(|_| damaged("it fails authentication".into()))?;
     serde_json::from_slice(&json).map_err(|e| damaged(e.to_string()))
 }
@@ -190,26 +206,32 @@ pub fn find(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         )));
     }
     let spec = spec.to_ascii_lowercase();
-    let matches: Vec<String> = repo
+    // Objects under `snapshots/` whose names are not ids are not records (a record's
+    // name is the hash of its content); they are passed over, as `list` does.
+    let matches: Vec<(SnapshotId, u64)> = repo
         .store()
         .list(PREFIX)?
         .into_iter()
-        .filter_map(|o| o.key.strip_prefix(PREFIX).map(str::to_string))
-        .filter(|h| h.starts_with(&spec))
+        .filter_map(|o| {
+            let id: SnapshotId = o.key.strip_prefix(PREFIX)?.parse().ok()?;
+            id.to_string().starts_with(&spec).then_some((id, o.size))
+        })
         .collect();
     match matches.as_slice() {
-        [one] => {
-            let key = format!("{PREFIX}{one}");
+        [(id, size)] => {
+            let key = key(id);
+            check_size(&key, *size)?;
             let bytes = repo.store().get(&key)?;
-            Ok((
-                one.parse().expect("listed snapshot keys are hex"),
-                decode(repo, &key, &bytes)?,
-            ))
+            Ok((*id, decode(repo, &key, &bytes)?))
         }
         [] => Err(RepoError::NoSuchSnapshot(spec)),
         many => Err(RepoError::AmbiguousSnapshot {
             prefix: spec,
-            candidates: many.iter().map(|h| &h[..12]).collect::<Vec<_>>().join(", "),
+            candidates: many
+                .iter()
+                .map(|(id, _)| id.to_string()[..12].to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }

@@ -71,6 +71,24 @@ impl Node {
     }
 }
 
+/// Why a stored name cannot be a file name: `None` when it is one path component
+/// (not empty, no `/`, no NUL, not `.` or `..`). Names come from the repository, which
+/// someone else may have written: restore joins them onto a target directory, so a
+/// name that is not a single component could write outside it.
+pub fn bad_name(name: &[u8]) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name == b"." || name == b".." {
+        Some("it is `.` or `..`")
+    } else if name.contains(&b'/') {
+        Some("it contains `/`")
+    } else if name.contains(&0) {
+        Some("it contains a NUL byte")
+    } else {
+        None
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub nodes: Vec<Node>,
@@ -86,6 +104,16 @@ impl Tree {
 
     /// Stores the tree (sorted) and returns its id.
     pub fn save(mut self, saver: &Saver) -> Result<BlobId> {
+        if let Some((node, why)) = self
+            .nodes
+            .iter()
+            .find_map(|n| bad_name(&n.name).map(|why| (n, why)))
+        {
+            return Err(RepoError::Invalid(format!(
+                "{:?} cannot be stored as a file name: {why}",
+                node.name_lossy()
+            )));
+        }
         self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         saver.save(
             BlobKind::Tree,
@@ -93,45 +121,75 @@ impl Tree {
         )
     }
 
+    /// Loads and checks a tree: every name one path component, names sorted and
+    /// unique (lookups rely on the order).
     pub fn load(repo: &Repository, locations: &Locations, id: &BlobId) -> Result<Tree> {
         let bytes = repo.read_blob(locations, id)?;
-        postcard::from_bytes(&bytes).map_err(|e| RepoError::Damaged {
+        Tree::decode(&bytes).map_err(|detail| RepoError::Damaged {
             what: format!("tree {}", id.short()),
-            detail: e.to_string(),
+            detail,
         })
+    }
+
+    /// Decodes and checks a tree's plaintext.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Tree, String> {
+        let tree: Tree = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        for (i, node) in tree.nodes.iter().enumerate() {
+            if let Some(why) = bad_name(&node.name) {
+                return Err(format!(
+                    "entry {:?} is not a file name ({why})",
+                    node.name_lossy()
+                ));
+            }
+            if i > 0 && tree.nodes[i - 1].name >= node.name {
+                return Err(format!(
+                    "entries out of order or repeated at {:?}",
+                    node.name_lossy()
+                ));
+            }
+        }
+        Ok(tree)
     }
 }
 
 /// Calls `visit(path, node)` for every node below `root`, depth first, parents before
-/// children; `path` is relative, `/`-separated.
+/// children; `path` is relative, `/`-separated, as raw bytes (names need not be
+/// UTF-8: see [`path_of`] to use one as a file system path).
 pub fn walk(
     repo: &Repository,
     locations: &Locations,
     root: &BlobId,
-    visit: &mut dyn FnMut(&str, &Node) -> Result<()>,
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
 ) -> Result<()> {
     fn go(
         repo: &Repository,
         locations: &Locations,
-        prefix: &str,
+        prefix: &mut Vec<u8>,
         id: &BlobId,
-        visit: &mut dyn FnMut(&str, &Node) -> Result<()>,
+        visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     ) -> Result<()> {
         let tree = Tree::load(repo, locations, id)?;
         for node in &tree.nodes {
-            let path = if prefix.is_empty() {
-                node.name_lossy()
-            } else {
-                format!("{prefix}/{}", node.name_lossy())
-            };
-            visit(&path, node)?;
-            if let Some(sub) = &node.subtree {
-                go(repo, locations, &path, sub, visit)?;
+            let len = prefix.len();
+            if !prefix.is_empty() {
+                prefix.push(b'/');
             }
+            prefix.extend_from_slice(&node.name);
+            visit(prefix, node)?;
+            if let Some(sub) = &node.subtree {
+                go(repo, locations, prefix, sub, visit)?;
+            }
+            prefix.truncate(len);
         }
         Ok(())
     }
-    go(repo, locations, "", root, visit)
+    go(repo, locations, &mut Vec::new(), root, visit)
+}
+
+/// A walked path (raw bytes) as a relative file system path, byte for byte.
+pub fn path_of(path: &[u8]) -> &std::path::Path {
+    use std::os::unix::ffi::OsStrExt;
+    std::path::Path::new(std::ffi::OsStr::from_bytes(path))
 }
 
 /// Loads the locations a snapshot needs: first every tree blob, then, after walking
@@ -149,4 +207,32 @@ pub fn locations_for(repo: &Repository, roots: &[BlobId]) -> Result<Locations> {
     Locations::load(repo, |kind, id| {
         kind == BlobKind::Tree || needed.contains(id)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(names: &[&[u8]]) -> Vec<u8> {
+        let tree = Tree {
+            nodes: names
+                .iter()
+                .map(|n| Node::new(n.to_vec(), NodeKind::File))
+                .collect(),
+        };
+        postcard::to_stdvec(&tree).unwrap()
+    }
+
+    #[test]
+    fn names_that_are_not_one_component_are_refused() {
+        assert!(Tree::decode(&encoded(&[b"a", b"b\xff", b"c"])).is_ok());
+        for bad in [&b""[..], b".", b"..", b"a/b", b"/etc", b"../x", b"nul\0"] {
+            let e = Tree::decode(&encoded(&[bad])).unwrap_err();
+            assert!(e.contains("not a file name"), "{bad:?}: {e}");
+        }
+        let e = Tree::decode(&encoded(&[b"b", b"a"])).unwrap_err();
+        assert!(e.contains("out of order"), "{e}");
+        let e = Tree::decode(&encoded(&[b"a", b"a"])).unwrap_err();
+        assert!(e.contains("repeated"), "{e}");
+    }
 }

@@ -26,6 +26,9 @@ pub enum StoreError {
 
     #[error("{location}: {message}")]
     Other { location: String, message: String },
+
+    #[error("{location} is not consistent enough for a repository: {detail}. ballast relies on reading and listing what it has just written (its records, and the lease that keeps two prunes apart); use a store that gives read-after-write consistency")]
+    Inconsistent { location: String, detail: String },
 }
 
 impl StoreError {

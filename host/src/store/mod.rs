@@ -8,6 +8,7 @@
 //! request is counted so that commands can report how many PUTs and GETs they made.
 
 mod error;
+mod local;
 mod location;
 
 pub use error::StoreError;
@@ -15,7 +16,7 @@ pub use location::{Location, StoreOptions};
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -64,6 +65,8 @@ pub struct Store {
     runtime: Arc<Runtime>,
     location: Arc<Location>,
     counters: Arc<Counters>,
+    /// The outcome of the consistency probe, once made.
+    consistency: Arc<OnceLock<Result<(), String>>>,
 }
 
 impl Store {
@@ -85,6 +88,7 @@ impl Store {
             runtime: Arc::new(runtime),
             location: Arc::new(location.clone()),
             counters: Arc::default(),
+            consistency: Arc::default(),
         })
     }
 
@@ -111,6 +115,13 @@ impl Store {
 
     fn err(&self, key: &str, e: object_store::Error) -> StoreError {
         StoreError::classify(&self.location, key, e)
+    }
+
+    fn io_err(&self, key: &str, e: std::io::Error) -> StoreError {
+        StoreError::Other {
+            location: self.location.to_string(),
+            message: format!("{key}: {e}"),
+        }
     }
 
     pub fn get(&self, key: &str) -> Result<Bytes, StoreError> {
@@ -141,11 +152,15 @@ impl Store {
         })
     }
 
+    /// Reads a byte range of an object: exactly those bytes, or an error (an object
+    /// shorter than the range is damaged, never a short read callers slice into).
     pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         self.counters.get.fetch_add(1, Ordering::Relaxed);
         let path = Path::from(key);
-        self.block_on(self.inner.get_range(&path, range))
-            .map_err(|e| self.err(key, e))
+        let bytes = self
+            .block_on(self.inner.get_range(&path, range.clone()))
+            .map_err(|e| self.err(key, e))?;
+        self.exact(key, &range, bytes)
     }
 
     /// Reads several ranges of one object; adjacent ranges may be merged into one request.
@@ -154,8 +169,30 @@ impl Store {
             .get
             .fetch_add(ranges.len() as u64, Ordering::Relaxed);
         let path = Path::from(key);
-        self.block_on(self.inner.get_ranges(&path, ranges))
-            .map_err(|e| self.err(key, e))
+        let parts = self
+            .block_on(self.inner.get_ranges(&path, ranges))
+            .map_err(|e| self.err(key, e))?;
+        ranges
+            .iter()
+            .zip(parts)
+            .map(|(r, b)| self.exact(key, r, b))
+            .collect()
+    }
+
+    fn exact(&self, key: &str, range: &Range<u64>, bytes: Bytes) -> Result<Bytes, StoreError> {
+        let wanted = range.end.saturating_sub(range.start);
+        if bytes.len() as u64 != wanted {
+            return Err(StoreError::Other {
+                location: self.location.to_string(),
+                message: format!(
+                    "{key}: asked for bytes {}..{}, got {} bytes (is the object truncated?)",
+                    range.start,
+                    range.end,
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(bytes)
     }
 
     /// Size of an object, or `None` if it does not exist.
@@ -169,9 +206,15 @@ impl Store {
         }
     }
 
-    /// Writes an object in one request, replacing any object of that name.
+    /// Writes an object in one request, replacing any object of that name. On a
+    /// local path the write is on disk (fsync) when this returns.
     pub fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         self.counters.put.fetch_add(1, Ordering::Relaxed);
+        if let Location::Local(root) = &*self.location {
+            return local::put(root, key, &data, false)
+                .map(|_| ())
+                .map_err(|e| self.io_err(key, e));
+        }
         let path = Path::from(key);
         self.block_on(self.inner.put(&path, PutPayload::from_bytes(data)))
             .map(|_| ())
@@ -179,10 +222,14 @@ impl Store {
     }
 
     /// Writes an object only if none of that name exists. Stores that cannot do this
-    /// atomically fall back to a HEAD followed by a PUT; every object ballast writes this
-    /// way is named by a hash of its content, so the window cannot lose data.
+    /// atomically (some S3-compatibles ignore `If-None-Match`) get a HEAD followed by
+    /// a PUT; ballast writes this way only objects named by a hash of their content,
+    /// so the window cannot lose data. Nothing in ballast depends on it being atomic.
     pub fn put_if_absent(&self, key: &str, data: Bytes) -> Result<Created, StoreError> {
         self.counters.put.fetch_add(1, Ordering::Relaxed);
+        if let Location::Local(root) = &*self.location {
+            return local::put(root, key, &data, true).map_err(|e| self.io_err(key, e));
+        }
         let path = Path::from(key);
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -203,6 +250,48 @@ impl Store {
             }
             Err(e) => Err(self.err(key, e)),
         }
+    }
+
+    /// Checks, once per process, what the repository's lease and its records rely on:
+    /// an object just written reads back and is listed, and an object just deleted is
+    /// no longer listed (read-after-write and list-after-write consistency, which S3,
+    /// GCS, Azure Blob and local file systems give). A store that does not is refused
+    /// before anything depends on it.
+    pub fn verify_consistency(&self) -> Result<(), StoreError> {
+        let outcome = self.consistency.get_or_init(|| {
+            let prefix = format!("probe/{}", hex::encode(rand::random::<[u8; 8]>()));
+            let key = format!("{prefix}/object");
+            let probe = || -> Result<(), String> {
+                let body = Bytes::from(hex::encode(rand::random::<[u8; 16]>()));
+                self.put(&key, body.clone()).map_err(|e| e.to_string())?;
+                let read = self.get(&key).map_err(|e| e.to_string())?;
+                if read != body {
+                    return Err("an object just written read back with other content".into());
+                }
+                let listed = self.list(&prefix).map_err(|e| e.to_string())?;
+                if !listed.iter().any(|o| o.key == key) {
+                    return Err("an object just written was not listed".into());
+                }
+                self.delete(&key).map_err(|e| e.to_string())?;
+                let listed = self.list(&prefix).map_err(|e| e.to_string())?;
+                if listed.iter().any(|o| o.key == key) {
+                    return Err("an object just deleted was still listed".into());
+                }
+                Ok(())
+            };
+            let outcome = probe();
+            let _ = self.delete(&key);
+            if let Location::Local(root) = &*self.location {
+                // The probe's directories, now empty.
+                let _ = std::fs::remove_dir(root.join(&prefix));
+                let _ = std::fs::remove_dir(root.join("probe"));
+            }
+            outcome
+        });
+        outcome.clone().map_err(|detail| StoreError::Inconsistent {
+            location: self.location.to_string(),
+            detail,
+        })
     }
 
     /// Lists every object under a prefix (a "folder" such as `data/`), recursively.
@@ -226,6 +315,9 @@ impl Store {
     /// Deletes an object; deleting one that is already gone is not an error.
     pub fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.counters.delete.fetch_add(1, Ordering::Relaxed);
+        if let Location::Local(root) = &*self.location {
+            return local::delete(root, key).map_err(|e| self.io_err(key, e));
+        }
         let path = Path::from(key);
         match self.block_on(self.inner.delete(&path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
