@@ -325,3 +325,92 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, PutMultipartOptions,
+        PutResult,
+    };
+
+    /// A store that loses listings: what an eventually consistent store does right
+    /// after a write. No such store runs here, so this stands in for one.
+    #[derive(Debug)]
+    struct ForgetfulListing(InMemory);
+
+    impl std::fmt::Display for ForgetfulListing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("ForgetfulListing")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for ForgetfulListing {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.0.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.0.get_opts(location, options).await
+        }
+        async fn delete(&self, location: &Path) -> object_store::Result<()> {
+            self.0.delete(location).await
+        }
+        fn list(
+            &self,
+            _prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            futures::stream::empty().boxed()
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.0.copy(from, to).await
+        }
+        async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.0.copy_if_not_exists(from, to).await
+        }
+    }
+
+    fn store(inner: Arc<dyn ObjectStore>) -> Store {
+        let mut s =
+            Store::connect(&Location::Memory("probe-test".into()), &Default::default()).unwrap();
+        s.inner = inner;
+        s
+    }
+
+    #[test]
+    fn a_store_that_does_not_list_what_it_just_wrote_is_refused() {
+        let s = store(Arc::new(ForgetfulListing(InMemory::new())));
+        let e = s.verify_consistency().unwrap_err().to_string();
+        assert!(e.contains("was not listed"), "{e}");
+        assert!(e.contains("read-after-write"), "{e}");
+        // The probe object is cleaned up, and the outcome is remembered.
+        assert!(s.verify_consistency().is_err());
+        let good = store(Arc::new(InMemory::new()));
+        good.verify_consistency().unwrap();
+        assert!(good.list("probe").unwrap().is_empty());
+    }
+}
