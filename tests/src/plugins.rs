@@ -44,11 +44,46 @@ pub fn component(name: &str) -> String {
         .to_string()
 }
 
+/// The sha256 of a built component, as the policy pins it.
+pub fn digest(name: &str) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(component(name)).expect("the component is built");
+    hex::encode(sha2::Sha256::digest(&bytes))
+}
+
+/// The components a test policy can pin by name: `sha256: mysql` in a policy
+/// written by a test stands for the digest of the mysql component built here.
+const PINNABLE: &[&str] = &[
+    "mysql",
+    "postgresql",
+    "hostile",
+    "quiesce-exec",
+    "quiesce-http",
+    "noop",
+];
+
+/// The program grants the shipped mysql plugin needs (what the guide shows).
+pub const MYSQL_PROGRAMS: &str = r#"{ mysqldump: { path: /usr/bin/mysqldump, args: ["--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob", "--default-character-set=utf8mb4", "*"] }, mysql: { path: /usr/bin/mysql, args: ["ballast_test_*"] } }"#;
+
+/// The program grants the shipped postgresql plugin needs.
+pub const POSTGRES_PROGRAMS: &str = r#"{ pg_dump: { path: /usr/bin/pg_dump, args: ["--format=custom", "--compress=0"] }, pg_restore: { path: /usr/bin/pg_restore, args: [["--list"], ["--exit-on-error", "--dbname=*", "**"]] } }"#;
+
 /// An environment for plugin tests: a repository, a private compile cache, the
-/// checkout's catalog, and a policy written by the test.
+/// checkout's catalog, and a policy written by the test (`sha256: NAME` pins the
+/// component NAME built here).
 pub fn env(policy: &str) -> Env {
     let mut env = Env::init_local();
     let policy_path = env.path("plugins.yaml");
+    built();
+    let mut policy = policy.to_string();
+    for name in PINNABLE {
+        for end in [",", " }", "\n"] {
+            policy = policy.replace(
+                &format!("sha256: {name}{end}"),
+                &format!("sha256: \"{}\"{end}", digest(name)),
+            );
+        }
+    }
     std::fs::write(&policy_path, policy).unwrap();
     let cache = env.path("cache");
     env.vars.extend([

@@ -173,6 +173,7 @@ fn an_unreachable_database_is_a_clear_failure() {
   - { name: down, kind: mysql, address: "127.0.0.1:1", user: root, database: nothing }
 plugins:
   - name: mysql
+    sha256: mysql
     targets: [down]
     programs: { mysqldump: /usr/bin/mysqldump }
 "#);
@@ -253,10 +254,12 @@ fn a_wrong_password_is_an_error_that_never_shows_the_password() {
   - {{ name: db, kind: mysql, address: "127.0.0.1:3306", user: root, database: {}, password: {{ env: TEST_DB_PASSWORD }} }}
 plugins:
   - name: mysql
+    sha256: mysql
     targets: [db]
-    programs: {{ mysqldump: /usr/bin/mysqldump }}
+    programs: {}
 "#,
-        db.name
+        db.name,
+        ballast_tests::plugins::MYSQL_PROGRAMS
     ));
     env.vars.push(("TEST_DB_PASSWORD".into(), secret.into()));
     for args in [

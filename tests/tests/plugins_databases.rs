@@ -9,13 +9,13 @@ fn mysql_policy(src: &Mysql, dst: &Mysql) -> String {
         r#"targets:
 {}{}plugins:
   - name: mysql
+    sha256: mysql
     targets: [src, dst]
-    programs:
-      mysqldump: /usr/bin/mysqldump
-      mysql: {{ path: /usr/bin/mysql, args: ["ballast_test_*"] }}
+    programs: {}
 "#,
         src.target("src"),
-        dst.target("dst")
+        dst.target("dst"),
+        ballast_tests::plugins::MYSQL_PROGRAMS
     )
 }
 
@@ -83,8 +83,9 @@ fn mysql_dump_verify_restore_round_trip() {
 fn a_cut_short_mysql_dump_fails_verify() {
     let db = Mysql::create();
     let env = env(&format!(
-        "targets:\n{}plugins:\n  - {{ name: mysql, targets: [db], programs: {{ mysqldump: /usr/bin/mysqldump }} }}\n",
-        db.target("db")
+        "targets:\n{}plugins:\n  - {{ name: mysql, sha256: mysql, targets: [db], programs: {} }}\n",
+        db.target("db"),
+        ballast_tests::plugins::MYSQL_PROGRAMS
     ));
     // A "dump" that stops before mysqldump's last line, stored through the noop plugin.
     let noop = ballast_tests::plugins::component("noop");
@@ -106,8 +107,9 @@ fn mysql_quiesce_holds_a_read_lock_until_post_backup() {
     let db = Mysql::create();
     db.sql("CREATE TABLE t (n INT)");
     let env = env(&format!(
-        "targets:\n{}plugins:\n  - {{ name: mysql, targets: [db], programs: {{ mysqldump: /usr/bin/mysqldump }} }}\n",
-        db.target("db")
+        "targets:\n{}plugins:\n  - {{ name: mysql, sha256: mysql, targets: [db], programs: {} }}\n",
+        db.target("db"),
+        ballast_tests::plugins::MYSQL_PROGRAMS
     ));
     let out = env.run(&["hook", "run", "mysql", "--target", "db"]).ok();
     assert!(
@@ -128,13 +130,13 @@ fn pg_policy(src: &Postgres, dst: &Postgres) -> String {
         r#"targets:
 {}{}plugins:
   - name: postgresql
+    sha256: postgresql
     targets: [src, dst]
-    programs:
-      pg_dump: /usr/bin/pg_dump
-      pg_restore: /usr/bin/pg_restore
+    programs: {}
 "#,
         src.target("src"),
-        dst.target("dst")
+        dst.target("dst"),
+        ballast_tests::plugins::POSTGRES_PROGRAMS
     )
 }
 
@@ -170,8 +172,9 @@ fn postgresql_dump_verify_restore_round_trip() {
 fn postgresql_quiesce_records_the_backup_label() {
     let db = Postgres::create();
     let env = env(&format!(
-        "targets:\n{}plugins:\n  - {{ name: postgresql, targets: [db], programs: {{ pg_dump: /usr/bin/pg_dump }} }}\n",
-        db.target("db")
+        "targets:\n{}plugins:\n  - {{ name: postgresql, sha256: postgresql, targets: [db], programs: {} }}\n",
+        db.target("db"),
+        ballast_tests::plugins::POSTGRES_PROGRAMS
     ));
     let v = env.json(&["hook", "run", "postgresql", "--target", "db"]);
     assert_eq!(v["hooks"].as_array().unwrap().len(), 2, "{v}");

@@ -10,6 +10,7 @@ fn hostile_env(db: Option<&Mysql>) -> Env {
         r#"targets:
 {targets}plugins:
   - name: hostile
+    sha256: hostile
     targets: [{}]
     limits: {{ memory: 32MiB, timeouts: {{ pre-backup: 2s, backup: 2s }} }}
 "#,
@@ -227,13 +228,14 @@ fn a_plugin_cannot_point_a_granted_program_at_another_server() {
   - { name: db, kind: mysql, address: "127.0.0.1:3306", user: root, password: { env: NOT_NEEDED } }
 plugins:
   - name: hostile
+    sha256: hostile
     targets: [db]
-    programs: { mysqldump: /usr/bin/mysqldump }
+    programs: { mysqldump: { path: /usr/bin/mysqldump, args: ["**"] } }
 "#);
     let out = hook(&env, "redirect", &[]).expect_code(1);
     assert!(
         out.stdout.contains(
-            "argument \"--host=127.0.0.2\" of mysqldump would override the connection of target db"
+            "argument \"--host=127.0.0.2\" of mysqldump is refused: a MySQL client may not be pointed at another server"
         ),
         "{out:?}"
     );
@@ -246,6 +248,170 @@ fn a_granted_url_cannot_be_sent_to_another_virtual_host() {
     assert!(
         out.stdout
             .contains("http: the header Host is set by ballast, not by plugins"),
+        "{out:?}"
+    );
+}
+
+/// When post-backup runs: after a pre-backup that succeeded, trapped or timed out
+/// (it may have frozen something before it ended), not after one that failed
+/// cleanly; a failed post-backup is tried once more in a fresh instance.
+#[test]
+fn post_backup_runs_after_every_pre_backup_that_did_not_fail_cleanly() {
+    let env = hostile_env(None);
+    let c = component("hostile");
+    let run = |attack: &str| {
+        env.run(&[
+            "hook",
+            "run",
+            &c,
+            "--target",
+            "db",
+            "-p",
+            &format!("attack={attack}"),
+        ])
+    };
+    // Trapped after its effect: post-backup runs, in recovery.
+    let out = run("trap-after-effect").expect_code(1);
+    assert!(out.stderr.contains("quiesced"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("pre-backup: FAILED: plugin hostile: pre-backup crashed"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("post-backup ran (recovery: 1)"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("post-backup: ok"), "{out:?}");
+    // Timed out: the same.
+    let out = run("spin").expect_code(1);
+    assert!(
+        out.stdout.contains("pre-backup did not finish within 2s"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("post-backup ran (recovery: 1)"),
+        "{out:?}"
+    );
+    // Failed cleanly: post-backup does not run, and the report says so (it used to
+    // say "ok").
+    let out = run("fail-cleanly").expect_code(1);
+    assert!(
+        out.stdout.contains("pre-backup gives up cleanly"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("post-backup: not run: pre-backup failed cleanly"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("post-backup ran"), "{out:?}");
+    // A post-backup that fails is tried once more, in a fresh instance.
+    let out = run("post-fails-once").ok();
+    assert!(
+        out.stderr.contains("post-backup ran (recovery: 0)"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("trying once more in a fresh instance"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("post-backup ran (recovery: 1)"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("post-backup: ok"), "{out:?}");
+}
+
+/// SIGTERM (a Job's deadline, an eviction) while the dump runs: the dump stops,
+/// post-backup still runs, nothing is recorded, and the exit code says which signal.
+#[test]
+fn a_signal_stops_the_dump_but_not_post_backup() {
+    use std::io::{BufRead, BufReader, Read};
+    let env = hostile_env(None);
+    let c = component("hostile");
+    let mut child = env
+        .cmd(&[
+            "backup",
+            "app",
+            "--plugin",
+            &c,
+            "--target",
+            "db",
+            "-p",
+            "attack=spin-backup",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the state the test needs (the dump is running), not for a time.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    for line in stderr.by_ref().lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("backup started") {
+            break;
+        }
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let all = format!("{seen}{rest}");
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{stdout}\n{all}"
+    );
+    assert!(
+        stdout.contains("backup: FAILED: backup was stopped by SIGTERM"),
+        "{stdout}"
+    );
+    assert!(all.contains("post-backup ran (recovery: 1)"), "{all}");
+    assert!(stdout.contains("post-backup: ok"), "{stdout}");
+    assert!(all.contains("no snapshot was recorded"), "{all}");
+    assert!(env.snapshot_ids().is_empty());
+}
+
+/// The plugin's scratch directory has a quota, and what the host holds for it
+/// (query rows, program output, response bodies) has one budget.
+#[test]
+fn scratch_and_host_buffers_have_limits() {
+    let db = Mysql::create();
+    let env = env(&format!(
+        r#"targets:
+{}plugins:
+  - name: hostile
+    sha256: hostile
+    targets: [db]
+    limits: {{ scratch: 8MiB, buffers: 16MiB }}
+"#,
+        db.target("db")
+    ));
+    if unsafe { libc::geteuid() } == 0 {
+        let out = hook(&env, "scratch", &[]).expect_code(1);
+        let written: u64 = out
+            .stdout
+            .split("SCRATCH ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{out:?}"));
+        // The tmpfs refuses the write that would pass the quota (WASI reports the
+        // host's "no space left" as an I/O error).
+        assert!(written <= 8 << 20, "wrote {written} bytes: {out:?}");
+        assert!(out.stdout.contains("bytes, then:"), "{out:?}");
+    }
+    let out = hook(&env, "buffers", &[]).expect_code(1);
+    assert!(out.stdout.contains("after 0 results held"), "{out:?}");
+    assert!(
+        out.stdout.contains("limits.buffers in the policy"),
         "{out:?}"
     );
 }

@@ -113,7 +113,7 @@ fn quiesce_http_fails_on_an_error_answer() {
 
 #[test]
 fn quiesce_exec_runs_the_allowed_commands_only() {
-    let env = env("plugins:\n  - { name: quiesce-exec, programs: { touch: { path: /usr/bin/touch, args: [\"/tmp/ballast-quiesce-*\"] } } }\n");
+    let env = env("plugins:\n  - { name: quiesce-exec, sha256: quiesce-exec, programs: { touch: { path: /usr/bin/touch, args: [\"/tmp/ballast-quiesce-*\"], write: [/tmp] } } }\n");
     let marker = format!("/tmp/ballast-quiesce-{}", std::process::id());
     let _ = std::fs::remove_file(&marker);
     let pre = format!("pre=touch {marker}");
@@ -147,7 +147,7 @@ fn quiesce_exec_runs_the_allowed_commands_only() {
         .expect_code(1);
     assert!(
         out.stdout
-            .contains("argument \"/etc/owned\" of touch is not allowed"),
+            .contains("arguments [\"/etc/owned\"] fit none of the shapes granted"),
         "{out:?}"
     );
     let out = env

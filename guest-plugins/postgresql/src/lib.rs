@@ -106,7 +106,12 @@ impl Plugin for Postgresql {
     }
 
     fn verify(input: &Source) -> Result<(), Error> {
-        let process = exec::spawn("pg_restore", &["--list".to_string()], None)?;
+        // pg_restore is a PostgreSQL client: ballast runs it only with a target. It
+        // does not connect with --list; the host names the target the dump came from
+        // (or `verify app --target`).
+        let target = sdk::param("ballast.target")
+            .ok_or_else(|| sdk::invalid("no target to run pg_restore --list with"))?;
+        let process = exec::spawn("pg_restore", &["--list".to_string()], Some(&target))?;
         // pg_restore --list stops reading after the table of contents; its exit
         // status, not the rest of the stream, says whether the archive is sound.
         let fed = sdk::copy_in(input, &process);

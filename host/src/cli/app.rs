@@ -10,6 +10,7 @@ use super::exit;
 use super::output::{self, bytes};
 use super::plugin::{report, PluginArgs};
 use crate::plugins::app;
+use crate::plugins::job::Ran;
 use crate::repo::snapshot;
 
 #[derive(Args)]
@@ -45,6 +46,10 @@ pub struct RestoreAppArgs {
 pub struct VerifyAppArgs {
     /// Snapshot id (or unique prefix, or `latest`)
     snapshot: String,
+    /// The target a plugin may run its client programs with while it checks the dump
+    /// (they do not connect); default: the one the dump came from
+    #[arg(long)]
+    target: Option<String>,
     /// The plugin (default: the one that made the backup, from the catalog)
     #[arg(long)]
     plugin: Option<String>,
@@ -56,7 +61,7 @@ pub fn backup(g: &GlobalArgs, a: BackupAppArgs) -> Result<i32> {
     let repo = g.open()?;
     let rt = a.plugins.runtime()?;
     let (loaded, grants) = a.plugins.load(&rt, &a.plugin)?;
-    let opts = a.plugins.job_options(g, "backup-app")?;
+    let opts = a.plugins.job_options(g, "backup-app", Some(&a.target))?;
     let outcome = app::backup(&rt, &repo, &loaded, grants, &a.target, &opts, a.tag)?;
     let s = &outcome.sequence;
     let hooks = s.hooks();
@@ -81,6 +86,13 @@ pub fn backup(g: &GlobalArgs, a: BackupAppArgs) -> Result<i32> {
         None => {
             report(g, &loaded, &outcome.context, &hooks)?;
             let e = s.error().map(|e| e.to_string()).unwrap_or_default();
+            if let Some(sig) = s.interrupted {
+                eprintln!(
+                    "error: the backup of {} was stopped; no snapshot was recorded: {e}",
+                    a.target
+                );
+                return Ok(128 + sig);
+            }
             bail!(
                 "the backup of {} failed; no snapshot was recorded: {e}",
                 a.target
@@ -99,11 +111,7 @@ fn plugin_for(
     given: Option<&str>,
 ) -> Result<(crate::plugins::Loaded, crate::plugins::policy::Grants)> {
     let (name, digest) = app::recorded_plugin(snap)?;
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if given.is_none() && !valid {
+    if given.is_none() && !crate::plugins::policy::valid_plugin_name(&name) {
         bail!("the snapshot names plugin {name:?}, which is not a catalog name; choose one with --plugin");
     }
     let (loaded, grants) = plugins.load(rt, given.unwrap_or(&name))?;
@@ -121,15 +129,10 @@ pub fn restore(g: &GlobalArgs, a: RestoreAppArgs) -> Result<i32> {
     let (id, snap) = snapshot::find(&repo, &a.snapshot)?;
     let rt = a.plugins.runtime()?;
     let (loaded, grants) = plugin_for(&a.plugins, &rt, &snap, a.plugin.as_deref())?;
-    let opts = a.plugins.job_options(g, "restore-app")?;
+    let opts = a.plugins.job_options(g, "restore-app", Some(&a.target))?;
     let (result, ctx) = app::replay(&rt, &repo, &snap, &loaded, grants, Some(&a.target), &opts)?;
     let failed = result.is_err();
-    report(
-        g,
-        &loaded,
-        &ctx,
-        &[("restore", result.map_err(|e| e.to_string()))],
-    )?;
+    report(g, &loaded, &ctx, &[("restore", Ran::from(&result))])?;
     if failed {
         return Ok(exit::FAILURE);
     }
@@ -149,15 +152,19 @@ pub fn verify(g: &GlobalArgs, a: VerifyAppArgs) -> Result<i32> {
     let (id, snap) = snapshot::find(&repo, &a.snapshot)?;
     let rt = a.plugins.runtime()?;
     let (loaded, grants) = plugin_for(&a.plugins, &rt, &snap, a.plugin.as_deref())?;
-    let opts = a.plugins.job_options(g, "verify-app")?;
+    // A plugin that runs a client program to check a dump needs a target for it (the
+    // program never connects): the one the dump came from, unless told otherwise.
+    let recorded = snap
+        .source
+        .meta
+        .get("target")
+        .and_then(|t| t.as_str())
+        .map(String::from);
+    let target = a.target.clone().or(recorded);
+    let opts = a.plugins.job_options(g, "verify-app", target.as_deref())?;
     let (result, ctx) = app::replay(&rt, &repo, &snap, &loaded, grants, None, &opts)?;
     let failed = result.is_err();
-    report(
-        g,
-        &loaded,
-        &ctx,
-        &[("verify", result.map_err(|e| e.to_string()))],
-    )?;
+    report(g, &loaded, &ctx, &[("verify", Ran::from(&result))])?;
     if failed {
         return Ok(exit::FAILURE);
     }

@@ -13,7 +13,7 @@ use super::context::GlobalArgs;
 use super::exit;
 use super::output;
 use crate::plugins::catalog::{self, Catalog};
-use crate::plugins::job::JobContext;
+use crate::plugins::job::{JobContext, Ran};
 use crate::plugins::policy::{Grants, Policy};
 use crate::plugins::{Job, JobOptions, Loaded, Runtime};
 
@@ -57,8 +57,14 @@ impl PluginArgs {
         Ok((loaded, grants))
     }
 
-    /// The job's options: the parameters given plus `ballast.operation`.
-    pub fn job_options(&self, g: &GlobalArgs, operation: &str) -> Result<JobOptions> {
+    /// The job's options: the parameters given plus `ballast.operation` and, when there
+    /// is one, `ballast.target`.
+    pub fn job_options(
+        &self,
+        g: &GlobalArgs,
+        operation: &str,
+        target: Option<&str>,
+    ) -> Result<JobOptions> {
         let mut params = BTreeMap::new();
         for p in &self.params {
             let Some((k, v)) = p.split_once('=') else {
@@ -70,6 +76,9 @@ impl PluginArgs {
             params.insert(k.to_string(), v.to_string());
         }
         params.insert("ballast.operation".into(), operation.into());
+        if let Some(t) = target {
+            params.insert("ballast.target".into(), t.into());
+        }
         Ok(JobOptions {
             params,
             echo: !g.json && !g.quiet,
@@ -179,13 +188,21 @@ fn info(g: &GlobalArgs, a: InfoArgs) -> Result<i32> {
     let loaded = rt.load_component(&resolved.path)?;
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
     let policy = a.plugins.policy()?;
-    let grants = policy.grants(&loaded.info.name)?;
+    // A policy that pins other builds grants this one nothing: say why.
+    let grants = policy
+        .grants(&loaded.info.name, &loaded.sha256)
+        .unwrap_or_else(|e| crate::plugins::policy::Grants {
+            source: e.to_string(),
+            ..crate::plugins::policy::Grants::none()
+        });
     let granted = json!({
         "targets": grants.targets.keys().collect::<Vec<_>>(),
         "programs": grants.programs.iter().map(|(k, p)| (k.clone(), p.path.display().to_string())).collect::<BTreeMap<_, _>>(),
         "urls": grants.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
         "memory": grants.limits.memory,
         "output": grants.limits.output,
+        "scratch": grants.limits.scratch,
+        "buffers": grants.limits.buffers,
         "timeouts": grants.limits.timeouts.iter().map(|(k, v)| (*k, humantime::format_duration(*v).to_string())).collect::<BTreeMap<_, _>>(),
     });
     if g.json {
@@ -343,7 +360,9 @@ pub struct HookRunArgs {
     /// The policy target the hooks work on
     #[arg(long)]
     target: String,
-    /// A hook to run; repeatable, run in the order given (default: pre-backup, then post-backup)
+    /// A hook to run; repeatable, run in the order given, each whatever the others did.
+    /// Without it: pre-backup, then post-backup by the rules of a backup (not after a
+    /// pre-backup that failed cleanly)
     #[arg(long, value_enum)]
     phase: Vec<Phase>,
     #[command(flatten)]
@@ -354,32 +373,36 @@ pub fn hook(g: &GlobalArgs, cmd: HookCommand) -> Result<i32> {
     let HookCommand::Run(a) = cmd;
     let rt = a.plugins.runtime()?;
     let (loaded, grants) = a.plugins.load(&rt, &a.plugin)?;
-    let opts = a.plugins.job_options(g, "hook-run")?;
-    let phases = if a.phase.is_empty() {
-        vec![Phase::PreBackup, Phase::PostBackup]
-    } else {
-        a.phase.clone()
-    };
-    let (results, ctx) = rt.tokio.block_on(async {
+    let opts = a.plugins.job_options(g, "hook-run", Some(&a.target))?;
+    let (results, ctx, interrupted) = rt.tokio.block_on(async {
         let mut job = Job::new(&loaded, grants, &opts)?;
+        if a.phase.is_empty() {
+            // As a backup runs them (without the dump).
+            let s = job.around(&a.target, None).await;
+            return Ok::<_, anyhow::Error>((s.hooks(), job.finish(), s.interrupted));
+        }
         let mut results = vec![];
-        for p in &phases {
+        for p in &a.phase {
             let r = match p {
                 Phase::PreBackup => ("pre-backup", job.pre_backup(&a.target).await),
                 Phase::PostBackup => ("post-backup", job.post_backup(&a.target).await),
             };
-            results.push((r.0, r.1.map_err(|e| e.to_string())));
+            results.push((r.0, Ran::from(&r.1)));
         }
-        Ok::<_, anyhow::Error>((results, job.finish()))
+        Ok((results, job.finish(), None))
     })?;
-    let failed = results.iter().any(|(_, r)| r.is_err());
-    if phases.last() == Some(&Phase::PreBackup) && !failed && !g.json {
+    let failed = results.iter().any(|(_, r)| *r != Ran::Ok);
+    if a.phase.last() == Some(&Phase::PreBackup) && !failed && !g.json {
         eprintln!(
             "note: the job ends here, so whatever pre-backup holds in its sessions is released now"
         );
     }
     report(g, &loaded, &ctx, &results)?;
-    Ok(if failed { exit::FAILURE } else { exit::OK })
+    Ok(match (interrupted, failed) {
+        (Some(sig), _) => 128 + sig,
+        (None, true) => exit::FAILURE,
+        (None, false) => exit::OK,
+    })
 }
 
 /// Prints the hooks' results and what the plugin said.
@@ -387,14 +410,19 @@ pub fn report(
     g: &GlobalArgs,
     plugin: &Loaded,
     ctx: &JobContext,
-    results: &[(&str, Result<(), String>)],
+    results: &[(&str, Ran)],
 ) -> Result<()> {
     if g.json {
+        let hook = |h: &str, r: &Ran| match r {
+            Ran::Ok => json!({"hook": h, "ok": true}),
+            Ran::Failed(e) => json!({"hook": h, "ok": false, "error": e}),
+            Ran::Skipped(why) => json!({"hook": h, "ok": false, "skipped": why}),
+        };
         output::json(&json!({
             "plugin": plugin.info.name,
             "version": plugin.info.version,
             "sha256": plugin.sha256,
-            "hooks": results.iter().map(|(h, r)| json!({"hook": h, "ok": r.is_ok(), "error": r.as_ref().err().map(|e| e.to_string())})).collect::<Vec<_>>(),
+            "hooks": results.iter().map(|(h, r)| hook(h, r)).collect::<Vec<_>>(),
             "log": ctx.journal.lines().iter().map(|(l, m)| json!({"level": l, "message": m})).collect::<Vec<_>>(),
             "notes": ctx.journal.notes(),
             "denied": ctx.journal.denials(),
@@ -402,8 +430,9 @@ pub fn report(
     } else {
         for (h, r) in results {
             match r {
-                Ok(()) => println!("{h}: ok"),
-                Err(e) => println!("{h}: FAILED: {e}"),
+                Ran::Ok => println!("{h}: ok"),
+                Ran::Failed(e) => println!("{h}: FAILED: {e}"),
+                Ran::Skipped(why) => println!("{h}: not run: {why}"),
             }
         }
         for (k, v) in ctx.journal.notes() {

@@ -149,14 +149,14 @@ pub fn replay(
 }
 
 /// Sends a stored dump down the channel until the plugin stops reading.
-fn pump(mut reader: StreamReader, tx: mpsc::Sender<Result<Vec<u8>, String>>) {
+fn pump(mut reader: StreamReader, tx: mpsc::Sender<Result<super::host::streams::Piece, String>>) {
     loop {
         let mut buf = vec![0u8; 1 << 20];
         let chunk = match reader.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
                 buf.truncate(n);
-                Ok(buf)
+                Ok((buf, None))
             }
             Err(e) => Err(e.to_string()),
         };

@@ -1,10 +1,21 @@
 //! One job: a fresh store for the plugin, each hook call under its timeout, and the
-//! rule that once `pre-backup` has succeeded, `post-backup` runs whatever happens.
+//! rule of `post-backup`: it runs after every `pre-backup` that did not fail cleanly.
+//!
+//! - `pre-backup` succeeded: `post-backup` runs after `backup`, whatever `backup` did.
+//! - `pre-backup` trapped, timed out, or was stopped by a signal: it may have done its
+//!   work (frozen a file system) before it ended, so `post-backup` runs too.
+//! - `pre-backup` returned an error: the plugin said it failed, and undoes its own
+//!   partial work; `post-backup` does not run.
 //!
 //! A trap or a timeout poisons the store (wasmtime refuses to enter it again). The
 //! job then drops it, which closes every session and kills every program it
 //! opened, and runs `post-backup` in a fresh store of the same component with the
-//! parameter `ballast.recovery` set to `1`.
+//! parameter `ballast.recovery` set to `1`. A `post-backup` that fails is tried once
+//! more, in a fresh store, with `ballast.recovery=1`.
+//!
+//! SIGTERM or SIGINT during the sequence (a Job's deadline, an eviction, Ctrl-C) stops
+//! the hook that runs and runs `post-backup` within [`SIGNAL_GRACE`]; a second signal
+//! ends it at once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,12 +26,14 @@ use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime::Store;
 
+use super::budget::Budget;
 use super::host::streams::{Sink, Source};
 use super::policy::{Grants, Limits};
 use super::runtime::{capability_name, Info, Loaded, Runtime};
 use super::state::JobState;
 use super::stderr::Stderr;
 use super::v0_1::{self, ballast::plugin::types};
+use super::workspace::Workspace;
 use super::PluginError;
 
 /// What a job is given by its caller.
@@ -38,39 +51,37 @@ pub struct JobContext {
     params: BTreeMap<String, String>,
     recovery: AtomicBool,
     pub journal: Journal,
-    scratch: tempfile::TempDir,
+    /// What the host holds for the plugin at once (rows, bodies, program output).
+    pub(super) budget: Arc<Budget>,
+    workspace: Workspace,
 }
 
 impl JobContext {
     fn new(grants: Grants, opts: &JobOptions, plugin: &str) -> Result<JobContext, PluginError> {
-        let scratch = tempfile::Builder::new()
-            .prefix("ballast-plugin-")
-            .tempdir()
-            .map_err(|e| {
-                PluginError::Load(format!("making the plugin's scratch directory: {e}"))
-            })?;
-        for d in ["guest", "host"] {
-            std::fs::create_dir(scratch.path().join(d)).map_err(|e| {
-                PluginError::Load(format!("making the plugin's scratch directory: {e}"))
-            })?;
+        let workspace = Workspace::new(grants.limits.scratch)
+            .map_err(|e| PluginError::Load(format!("making the plugin's directories: {e}")))?;
+        let journal = Journal::new(plugin, opts.echo);
+        if let Some(why) = &workspace.no_scratch {
+            tracing::debug!("{why}");
         }
         Ok(JobContext {
+            budget: Budget::new(grants.limits.buffers),
             grants,
             params: opts.params.clone(),
             recovery: AtomicBool::new(false),
-            journal: Journal::new(plugin, opts.echo),
-            scratch,
+            journal,
+            workspace,
         })
     }
 
-    /// The plugin's only directory (`/scratch` inside it).
-    pub(super) fn guest_dir(&self) -> PathBuf {
-        self.scratch.path().join("guest")
+    /// The plugin's only directory (`/scratch` inside it), if it has one.
+    pub(super) fn guest_dir(&self) -> Option<PathBuf> {
+        self.workspace.guest()
     }
 
-    /// The host's files for this job (credentials for programs); never preopened.
+    /// The host's files for this job (the programs' directories); never preopened.
     pub(super) fn host_dir(&self) -> PathBuf {
-        self.scratch.path().join("host")
+        self.workspace.host()
     }
 
     pub(super) fn param(&self, name: &str) -> Option<String> {
@@ -182,25 +193,100 @@ impl Journal {
 /// The outcome of one hook call.
 pub type HookResult = Result<(), PluginError>;
 
+/// How a hook went, for reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ran {
+    Ok,
+    Failed(String),
+    /// Not run, and why.
+    Skipped(String),
+}
+
+impl From<&HookResult> for Ran {
+    fn from(r: &HookResult) -> Ran {
+        match r {
+            Ok(()) => Ran::Ok,
+            Err(e) => Ran::Failed(e.to_string()),
+        }
+    }
+}
+
 /// What happened in a backup sequence; `post_backup` is None when `pre-backup`
-/// failed (nothing to undo).
+/// failed cleanly (nothing to undo).
 pub struct Sequence {
     pub pre_backup: HookResult,
     pub backup: Option<HookResult>,
     pub post_backup: Option<HookResult>,
+    /// The signal that stopped the sequence, if one did.
+    pub interrupted: Option<i32>,
+}
+
+/// How long `post-backup` may run after a signal stopped the sequence (a pod gets 30
+/// seconds between SIGTERM and SIGKILL by default).
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(15);
+
+/// SIGTERM and SIGINT, watched while a sequence runs.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next signal's number.
+    async fn recv(&mut self) -> i32 {
+        let term = async {
+            match &mut self.term {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let int = async {
+            match &mut self.int {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term => libc::SIGTERM,
+            _ = int => libc::SIGINT,
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    if sig == libc::SIGTERM {
+        "SIGTERM"
+    } else {
+        "SIGINT"
+    }
 }
 
 impl Sequence {
     /// Each hook that ran, with its error.
-    pub fn hooks(&self) -> Vec<(&'static str, Result<(), String>)> {
-        [
+    pub fn hooks(&self) -> Vec<(&'static str, Ran)> {
+        let mut out: Vec<(&'static str, Ran)> = [
             ("pre-backup", Some(&self.pre_backup)),
             ("backup", self.backup.as_ref()),
             ("post-backup", self.post_backup.as_ref()),
         ]
         .into_iter()
-        .filter_map(|(h, r)| r.map(|r| (h, r.as_ref().map(|_| ()).map_err(|e| e.to_string()))))
-        .collect()
+        .filter_map(|(h, r)| r.map(|r| (h, Ran::from(r))))
+        .collect();
+        if self.post_backup.is_none() {
+            out.push((
+                "post-backup",
+                Ran::Skipped("pre-backup failed cleanly, so it has nothing to undo".into()),
+            ));
+        }
+        out
     }
 
     /// The first failure, if any.
@@ -406,29 +492,105 @@ impl<'a> Job<'a> {
         self.settle(hook, outcome)
     }
 
-    /// pre-backup, then backup into `sink` (if given), then post-backup if
-    /// pre-backup succeeded, whatever backup did.
+    /// pre-backup, then backup into `sink` (if given), then post-backup: after every
+    /// pre-backup that did not fail cleanly, whatever backup did (see the module).
     pub async fn around(&mut self, target: &str, sink: Option<Sink>) -> Sequence {
-        let pre_backup = self.pre_backup(target).await;
-        if pre_backup.is_err() {
-            // Whatever pre-backup opened goes with its store.
+        let mut signals = Signals::listen();
+        let stopped = |hook: &str, sig: i32| {
+            PluginError::Hook(format!("{hook} was stopped by {}", signal_name(sig)))
+        };
+        let mut interrupted = None;
+        let pre_backup = tokio::select! {
+            r = self.pre_backup(target) => r,
+            sig = signals.recv() => {
+                interrupted = Some(sig);
+                Err(stopped("pre-backup", sig))
+            }
+        };
+        if interrupted.is_some() {
+            self.poisoned = true;
+        }
+        // A clean failure: the plugin undid what it did; whatever it opened goes with
+        // its store. Any other failure may have left an effect behind.
+        let clean = pre_backup.is_err() && !self.poisoned;
+        if clean {
             self.live = None;
             return Sequence {
                 pre_backup,
                 backup: None,
                 post_backup: None,
+                interrupted,
             };
         }
-        let backup = match sink {
-            Some(sink) => Some(self.backup(target, sink).await),
-            None => None,
+        let backup = match (sink, &pre_backup, interrupted) {
+            (Some(sink), Ok(()), None) => Some(tokio::select! {
+                r = self.backup(target, sink) => r,
+                sig = signals.recv() => {
+                    interrupted = Some(sig);
+                    Err(stopped("backup", sig))
+                }
+            }),
+            _ => None,
         };
-        let post_backup = Some(self.post_backup(target).await);
+        if interrupted.is_some() {
+            self.poisoned = true;
+        }
+        let post_backup = match interrupted {
+            None => tokio::select! {
+                r = self.post_backup_retried(target) => r,
+                sig = signals.recv() => {
+                    interrupted = Some(sig);
+                    // A signal during post-backup: it gets the grace period to end.
+                    self.finish_post_backup(target, &mut signals).await
+                }
+            },
+            Some(_) => self.finish_post_backup(target, &mut signals).await,
+        };
         Sequence {
             pre_backup,
             backup,
-            post_backup,
+            post_backup: Some(post_backup),
+            interrupted,
         }
+    }
+
+    /// post-backup after a signal: within the grace period, and not past a second
+    /// signal.
+    async fn finish_post_backup(&mut self, target: &str, signals: &mut Signals) -> HookResult {
+        self.journal().log(
+            tracing::Level::WARN,
+            format!(
+                "stopping: post-backup gets {} to undo what pre-backup did",
+                humantime::format_duration(SIGNAL_GRACE)
+            ),
+        );
+        tokio::select! {
+            r = tokio::time::timeout(SIGNAL_GRACE, self.post_backup_retried(target)) => {
+                r.unwrap_or_else(|_| Err(self.hook_error(
+                    "post-backup",
+                    format!("did not finish within the {} a stopping job grants it", humantime::format_duration(SIGNAL_GRACE)),
+                )))
+            }
+            sig = signals.recv() => Err(PluginError::Hook(format!(
+                "post-backup was cut short by a second {}", signal_name(sig)
+            ))),
+        }
+    }
+
+    /// post-backup, and once more in a fresh instance if it fails.
+    pub async fn post_backup_retried(&mut self, target: &str) -> HookResult {
+        let first = self.post_backup(target).await;
+        let Err(e) = first else {
+            return Ok(());
+        };
+        self.journal().log(
+            tracing::Level::WARN,
+            format!("post-backup failed ({e}); trying once more in a fresh instance"),
+        );
+        self.poisoned = true;
+        self.post_backup(target)
+            .await
+            .map_err(|again| PluginError::Hook(format!("{e}; tried again: {again}")))
     }
 
     /// Drops the store: the next call runs in a fresh instance (what a trap leads
@@ -455,7 +617,7 @@ fn panic_message(stderr: &[u8]) -> Option<String> {
 
 /// Calls `info` in a store of its own, with nothing granted.
 pub(super) fn info(rt: &Runtime, plugin: &Loaded) -> Result<Info, PluginError> {
-    let grants = super::policy::Policy::default().grants("")?;
+    let grants = Grants::none();
     rt.tokio.block_on(async {
         let mut job = Job::new(plugin, grants, &JobOptions::default())?;
         let limit = job.limits().timeout("info");

@@ -13,6 +13,7 @@
 //! The WIT lives in `wit/`; [`v0_1`] holds the bindings of `ballast:plugin@0.1.0`.
 
 pub mod app;
+pub mod budget;
 pub mod catalog;
 pub mod host;
 pub mod job;
@@ -22,6 +23,7 @@ pub mod scaffold;
 mod state;
 mod stderr;
 pub mod v0_1;
+mod workspace;
 
 pub use job::{Job, JobOptions, Journal};
 pub use runtime::{Loaded, Runtime};

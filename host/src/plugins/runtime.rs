@@ -115,19 +115,8 @@ impl Runtime {
     /// `info`, and the check of what it needs against `policy`.
     pub fn load(&self, path: &Path, policy: &Policy) -> Result<(Loaded, Grants), PluginError> {
         let loaded = self.load_component(path)?;
-        let grants = policy.grants(&loaded.info.name)?;
-        // Grants go by name; a pin ties them to one build.
-        if let Some(pin) = &grants.sha256 {
-            if pin != &loaded.sha256 {
-                return Err(PluginError::Policy(format!(
-                    "{} says it is plugin {}, but its sha256 {} is not the one {} pins for that name ({pin})",
-                    path.display(),
-                    loaded.info.name,
-                    loaded.sha256,
-                    grants.source
-                )));
-            }
-        }
+        // Grants of targets and programs go to the builds the policy names by digest.
+        let grants = policy.grants(&loaded.info.name, &loaded.sha256)?;
         check_needs(&loaded.info, &grants)?;
         Ok((loaded, grants))
     }
@@ -160,6 +149,13 @@ impl Runtime {
             cached,
         };
         loaded.info = super::job::info(self, &loaded)?;
+        // The name becomes a file name in snapshots and a field in logs and grants.
+        if !super::policy::valid_plugin_name(&loaded.info.name) {
+            return Err(PluginError::Load(format!(
+                "{name} calls itself {:?}, which cannot be a plugin's name (1-64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit)",
+                loaded.info.name
+            )));
+        }
         Ok(loaded)
     }
 

@@ -24,6 +24,8 @@ pub struct JobState {
     /// Open database sessions and programs.
     pub(super) sessions: usize,
     pub(super) processes: usize,
+    /// Programs started so far (each gets a directory of its own).
+    pub(super) programs_started: usize,
     pub(super) http: Option<reqwest::Client>,
 }
 
@@ -36,8 +38,10 @@ impl JobState {
         wasi.stderr(stderr)
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .preopened_dir(ctx.guest_dir(), "/scratch", FsPerms::ReadWrite)?;
+            .allow_ip_name_lookup(false);
+        if let Some(dir) = ctx.guest_dir() {
+            wasi.preopened_dir(dir, "/scratch", FsPerms::ReadWrite)?;
+        }
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         Ok(JobState {
@@ -48,6 +52,7 @@ impl JobState {
             output: 0,
             sessions: 0,
             processes: 0,
+            programs_started: 0,
             http: None,
         })
     }

@@ -67,11 +67,20 @@ impl http::Host for JobState {
                 )
             })
             .collect();
+        // The body is held until it is handed over: at most 16 MiB, and at most what
+        // the job's buffers have room for.
+        let cap = MAX_BODY.min(self.ctx.budget.available() as usize);
+        let _held = self
+            .ctx
+            .budget
+            .try_hold(cap as u64)
+            .map_err(HostError::Failed)?;
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(failed)? {
-            if body.len() + chunk.len() > MAX_BODY {
+            if body.len() + chunk.len() > cap {
                 return Err(HostError::Failed(format!(
-                    "{url}: the response body is over 16 MiB"
+                    "{url}: the response body is over {cap} bytes (16 MiB, or what the job's \
+                     buffers have room for: limits.buffers in the policy)"
                 )));
             }
             body.extend_from_slice(&chunk);

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 
 use super::HostError;
+use crate::plugins::budget::Held;
 use crate::plugins::state::JobState;
 use crate::plugins::v0_1::ballast::plugin::streams;
 
@@ -22,19 +23,25 @@ pub struct Source {
     pub(crate) chunks: Chunks,
 }
 
+/// A chunk on its way to the plugin, and the part of the job's buffer budget it
+/// holds until the plugin has read it (for a program's output).
+pub type Piece = (Vec<u8>, Option<Held>);
+
 /// Chunks arriving on a channel, handed out `max` bytes at a time (a backup's
 /// stream, a program's output).
 pub struct Chunks {
-    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
+    rx: mpsc::Receiver<Result<Piece, String>>,
     pending: Vec<u8>,
+    held: Option<Held>,
     pos: usize,
 }
 
 impl Chunks {
-    pub fn new(rx: mpsc::Receiver<Result<Vec<u8>, String>>) -> Chunks {
+    pub fn new(rx: mpsc::Receiver<Result<Piece, String>>) -> Chunks {
         Chunks {
             rx,
             pending: vec![],
+            held: None,
             pos: 0,
         }
     }
@@ -43,10 +50,11 @@ impl Chunks {
     pub async fn read(&mut self, max: u32) -> Result<Vec<u8>, String> {
         let max = (max as usize).clamp(1, MAX_READ);
         if self.pos == self.pending.len() {
+            self.held = None;
             match self.rx.recv().await {
                 None => return Ok(vec![]),
                 Some(chunk) => {
-                    self.pending = chunk?;
+                    (self.pending, self.held) = chunk?;
                     self.pos = 0;
                 }
             }

@@ -1,16 +1,17 @@
 //! Allow-listed programs. The host runs the path the policy names, never a shell,
-//! with an empty environment but for `PATH`, `LANG`, `HOME` and `TMPDIR` (the job's
-//! private host directory) and, for a target, its credentials: MySQL tools get a
-//! `--defaults-extra-file` written 0600, PostgreSQL tools `PG*` variables and a
-//! password file. The plugin never sees either, and may not redirect them
-//! ([`overrides`]).
+//! with arguments the policy allows by position ([`Grants::program`]), an empty
+//! environment but for `PATH`, `LANG`, `HOME` and `TMPDIR` (the program's own empty
+//! directory), and, for a database client, its target's connection
+//! ([`credentials`]). Each program is confined ([`sandbox`]): another user, its own
+//! network or none ([`network`]), Landlock, and its process group, killed with the job.
+//!
+//! [`Grants::program`]: crate::plugins::policy::Grants::program
 
-mod overrides;
+mod credentials;
+mod network;
+mod sandbox;
 
 use std::collections::VecDeque;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -20,13 +21,15 @@ use wasmtime::component::Resource;
 
 use super::streams::Chunks;
 use super::HostError;
-use crate::plugins::policy::{Target, TargetKind};
 use crate::plugins::state::JobState;
 use crate::plugins::v0_1::ballast::plugin::exec;
 
+pub use sandbox::Report;
+
 /// Programs one store may run at once.
 const MAX_PROCESSES: usize = 4;
-/// stdout is read in chunks of this size; up to `STDOUT_CHUNKS` wait for the plugin.
+/// stdout is read in chunks of this size; the chunks waiting for the plugin count
+/// against the job's buffer budget.
 const CHUNK: usize = 64 << 10;
 const STDOUT_CHUNKS: usize = 256;
 /// The end of stderr kept for the exit record.
@@ -42,6 +45,8 @@ pub struct Process {
     /// Its process group (it leads one), so whatever it started goes with it.
     pgid: Option<u32>,
     waited: bool,
+    /// Forwards its target's connections while it runs.
+    _forwarder: Option<network::Forwarder>,
 }
 
 impl Drop for Process {
@@ -65,53 +70,98 @@ impl exec::Host for JobState {
         target: Option<String>,
     ) -> Result<Resource<Process>, HostError> {
         let grants = self.ctx.grants.clone();
-        let granted = grants.program(&program, &args).map_err(HostError::Denied)?;
         let target = match &target {
             Some(t) => Some(grants.target(t).map_err(HostError::Denied)?),
             None => None,
         };
-        if let Some(t) = target {
-            if let Some(arg) = overrides::find(t.kind, &args) {
-                return Err(HostError::Denied(format!(
-                    "exec: argument {arg:?} of {program} would override the connection of target {} \
-                     (ballast sets its address and credentials)",
-                    t.name
-                )));
-            }
-        }
+        let granted = grants
+            .program(&program, &args, target)
+            .map_err(HostError::Denied)?;
         if self.processes >= MAX_PROCESSES {
             return Err(HostError::Denied(format!(
                 "exec: at most {MAX_PROCESSES} programs may run at once"
             )));
         }
-        let home = self.host_dir();
+        let failed = |what: &str, e: String| {
+            HostError::Failed(format!(
+                "starting {program} ({}): {what}: {e}",
+                granted.path.display()
+            ))
+        };
+        // Its network: its own namespace where ballast may make one.
+        let isolated = if network::available() {
+            let address = target.map(|t| t.address.as_str());
+            Some(
+                network::isolate(address)
+                    .map_err(|e| failed("its network namespace", e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let (netns, forwarded, forwarder): (Option<std::os::fd::OwnedFd>, _, _) = match isolated {
+            Some(i) => (Some(i.ns), i.port, i.forwarder),
+            None => (None, None, None),
+        };
+        self.programs_started += 1;
+        let ids = sandbox::ids_for(granted).map_err(|e| failed("run-as", e))?;
+        let dir = sandbox::program_dir(&self.host_dir(), self.programs_started, ids)
+            .map_err(|e| failed("its directory", e.to_string()))?;
+        // Without a namespace, Landlock keeps TCP to the target's port (where it can).
+        let tcp_port = match (&netns, target) {
+            (None, Some(t)) => Some(
+                crate::plugins::host::sql::split_address(&t.address, t.kind.default_port())
+                    .map_err(|e| failed("its target", e))?
+                    .1,
+            ),
+            _ => None,
+        };
+        let mut report = Report::default();
+        let mut confinement =
+            sandbox::Confinement::prepare(granted, &dir, ids, netns, tcp_port, &mut report)
+                .map_err(|e| failed("its confinement", e))?;
+        let connection = match target {
+            Some(t) => Some(
+                credentials::connection(t, &granted.path, &dir, confinement.ids(), forwarded)
+                    .map_err(|e| failed("its connection", e))?,
+            ),
+            None => None,
+        };
         let mut cmd = tokio::process::Command::new(&granted.path);
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
-            .env("HOME", &home)
-            .env("TMPDIR", &home)
-            .current_dir(&home)
+            .env("HOME", &dir)
+            .env("TMPDIR", &dir)
+            .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        if let Some(t) = target {
-            credentials(&mut cmd, t, &home, &granted.path).map_err(HostError::Failed)?;
+        let mut _credential = None;
+        if let Some(c) = connection {
+            cmd.args(&c.args).envs(c.env);
+            if let Some(fd) = c.fd {
+                use std::os::fd::AsRawFd;
+                confinement.pass(fd.as_raw_fd());
+                _credential = Some(fd);
+            }
         }
         cmd.args(&args);
-        let mut child = cmd.spawn().map_err(|e| {
-            HostError::Failed(format!(
-                "starting {program} ({}): {e}",
-                granted.path.display()
-            ))
-        })?;
+        // SAFETY: `apply` makes system calls only (see sandbox.rs).
+        unsafe {
+            cmd.pre_exec(move || confinement.apply());
+        }
+        tracing::debug!(program = %program, ?report, "starting a program");
+        let mut child = cmd.spawn().map_err(|e| failed("spawn", e.to_string()))?;
+        // The program has its own descriptor now; ballast's copy goes.
+        drop(_credential);
         let pgid = child.id();
         let stdin = child.stdin.take();
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
         let (tx, rx) = mpsc::channel(STDOUT_CHUNKS);
+        let budget = self.ctx.budget.clone();
         tokio::spawn(async move {
             loop {
                 let mut buf = vec![0u8; CHUNK];
@@ -119,7 +169,12 @@ impl exec::Host for JobState {
                     Ok(0) => break,
                     Ok(n) => {
                         buf.truncate(n);
-                        if tx.send(Ok(buf)).await.is_err() {
+                        // Waits while the job's buffers are full: the program blocks
+                        // on its output instead of ballast holding more of it.
+                        let Some(held) = budget.hold(n as u64).await else {
+                            break;
+                        };
+                        if tx.send(Ok((buf, Some(held)))).await.is_err() {
                             break;
                         }
                     }
@@ -155,88 +210,11 @@ impl exec::Host for JobState {
             stderr_done: Some(stderr_done),
             pgid,
             waited: false,
+            _forwarder: forwarder,
         })?;
         self.processes += 1;
         Ok(handle)
     }
-}
-
-/// Whether `path` is the interactive MySQL/MariaDB client.
-fn is_mysql_client(path: &Path) -> bool {
-    matches!(
-        path.file_name().and_then(|n| n.to_str()),
-        Some("mysql" | "mariadb")
-    )
-}
-
-/// Puts a target's credentials where its client programs look for them.
-fn credentials(
-    cmd: &mut tokio::process::Command,
-    t: &Target,
-    home: &Path,
-    program: &Path,
-) -> Result<(), String> {
-    let password = match &t.password {
-        Some(s) => Some(
-            s.read()
-                .map_err(|e| format!("the password of target {}: {e}", t.name))?,
-        ),
-        None => None,
-    };
-    let file = |name: &str, body: String| -> Result<std::path::PathBuf, String> {
-        let path = home.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        f.write_all(body.as_bytes()).map_err(|e| e.to_string())?;
-        Ok(path)
-    };
-    match t.kind {
-        TargetKind::Mysql => {
-            let (host, port) = super::sql::split_address(&t.address, 3306)?;
-            let mut body = format!("[client]\nhost={host}\nport={port}\nprotocol=tcp\n");
-            if let Some(u) = &t.user {
-                body += &format!("user={u}\n");
-            }
-            if let Some(p) = &password {
-                body += &format!(
-                    "password=\"{}\"\n",
-                    p.replace('\\', "\\\\").replace('"', "\\\"")
-                );
-            }
-            let path = file(&format!("{}.cnf", t.name), body)?;
-            // It must be the first argument.
-            cmd.arg(format!("--defaults-extra-file={}", path.display()));
-            // The client obeys commands in its input (`\\!` runs a shell, `tee` writes
-            // files); in binary mode it does not.
-            if is_mysql_client(program) {
-                cmd.arg("--binary-mode");
-            }
-        }
-        TargetKind::Postgresql => {
-            let (host, port) = super::sql::split_address(&t.address, 5432)?;
-            cmd.env("PGHOST", &host).env("PGPORT", port.to_string());
-            if let Some(u) = &t.user {
-                cmd.env("PGUSER", u);
-            }
-            if let Some(d) = &t.database {
-                cmd.env("PGDATABASE", d);
-            }
-            if let Some(p) = &password {
-                let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
-                let path = file(
-                    &format!("{}.pgpass", t.name),
-                    format!("*:*:*:*:{}\n", esc(p)),
-                )?;
-                cmd.env("PGPASSFILE", path);
-            }
-        }
-    }
-    Ok(())
 }
 
 impl exec::HostProcess for JobState {

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use wasmtime::component::Resource;
 
 use super::HostError;
+use crate::plugins::budget::Held;
 use crate::plugins::policy::{Target, TargetKind};
 use crate::plugins::state::JobState;
 use crate::plugins::v0_1::ballast::plugin::sql::{self, Value};
@@ -18,13 +19,15 @@ use crate::plugins::v0_1::ballast::plugin::sql::{self, Value};
 /// Sessions one store may hold at once.
 const MAX_SESSIONS: usize = 8;
 /// What a query may return: hooks ask small questions (use LIMIT for more). The
-/// drivers stop reading at these, so a huge result never sits in memory.
+/// drivers stop reading at these (or at what is left of the job's buffer budget,
+/// if less), so a huge result never sits in memory.
 const MAX_ROWS: usize = 100_000;
 const MAX_BYTES: usize = 64 << 20;
 
-fn too_many() -> HostError {
+fn too_many(cap: usize) -> HostError {
     HostError::Failed(format!(
-        "the query returned more than {MAX_ROWS} rows or 64 MiB; page through it with LIMIT"
+        "the query returned more than {MAX_ROWS} rows or {cap} bytes (what the job's buffers \
+         have room for; limits.buffers in the policy); page through it with LIMIT"
     ))
 }
 
@@ -44,10 +47,12 @@ pub enum Session {
     Postgres(tokio_postgres::Client),
 }
 
-/// A query's result, read in batches.
+/// A query's result, read in batches; it holds its size from the job's buffer budget
+/// until the plugin has taken its rows.
 pub struct Rows {
     columns: Vec<String>,
     rows: VecDeque<Vec<Value>>,
+    held: Held,
 }
 
 impl Session {
@@ -125,13 +130,21 @@ impl sql::HostSession for JobState {
         statement: String,
         params: Vec<Value>,
     ) -> Result<Resource<Rows>, HostError> {
+        let cap = MAX_BYTES.min(self.ctx.budget.available() as usize);
         let (columns, rows) = match self.table.get_mut(&session)? {
-            Session::Mysql(c) => mysql::query(c, &statement, params).await,
-            Session::Postgres(c) => postgres::query(c, &statement, params).await,
+            Session::Mysql(c) => mysql::query(c, &statement, params, cap).await,
+            Session::Postgres(c) => postgres::query(c, &statement, params, cap).await,
         }?;
+        let bytes: usize = rows.iter().flatten().map(size_of).sum();
+        let held = self
+            .ctx
+            .budget
+            .try_hold(bytes as u64)
+            .map_err(HostError::Failed)?;
         Ok(self.table.push(Rows {
             columns,
             rows: rows.into(),
+            held,
         })?)
     }
 
@@ -160,7 +173,10 @@ impl sql::HostRows for JobState {
     async fn next(&mut self, rows: Resource<Rows>, max: u32) -> Result<Vec<Vec<Value>>, HostError> {
         let r = self.table.get_mut(&rows)?;
         let n = (max as usize).clamp(1, MAX_BATCH).min(r.rows.len());
-        Ok(r.rows.drain(..n).collect())
+        let batch: Vec<Vec<Value>> = r.rows.drain(..n).collect();
+        r.held
+            .release(batch.iter().flatten().map(size_of).sum::<usize>() as u64);
+        Ok(batch)
     }
 
     async fn drop(&mut self, rows: Resource<Rows>) -> wasmtime::Result<()> {

@@ -6,7 +6,7 @@ use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Column, OptsBuilder, Params, Row};
 
-use super::{size_of, split_address, too_many, HostError, MAX_BYTES, MAX_ROWS};
+use super::{size_of, split_address, too_many, HostError, MAX_ROWS};
 use crate::plugins::policy::Target;
 use crate::plugins::v0_1::ballast::plugin::sql::Value;
 
@@ -68,20 +68,22 @@ pub async fn query(
     conn: &mut mysql_async::Conn,
     statement: &str,
     values: Vec<Value>,
+    cap: usize,
 ) -> Result<(Vec<String>, Vec<Vec<Value>>), HostError> {
     let e = |e: mysql_async::Error| HostError::Failed(e.to_string());
     if values.is_empty() {
         let mut result = conn.query_iter(statement).await.map_err(e)?;
-        collect(&mut result).await
+        collect(&mut result, cap).await
     } else {
         let mut result = conn.exec_iter(statement, params(values)).await.map_err(e)?;
-        collect(&mut result).await
+        collect(&mut result, cap).await
     }
 }
 
 /// Reads a result's rows up to the caps; past them the rest is drained unread.
 async fn collect<P: mysql_async::prelude::Protocol>(
     result: &mut mysql_async::QueryResult<'_, 'static, P>,
+    cap: usize,
 ) -> Result<(Vec<String>, Vec<Vec<Value>>), HostError> {
     let e = |e: mysql_async::Error| HostError::Failed(e.to_string());
     let columns = result
@@ -101,9 +103,9 @@ async fn collect<P: mysql_async::prelude::Protocol>(
             .collect();
         bytes += values.iter().map(size_of).sum::<usize>();
         rows.push(values);
-        if rows.len() > MAX_ROWS || bytes > MAX_BYTES {
+        if rows.len() > MAX_ROWS || bytes > cap {
             while result.next().await.map_err(e)?.is_some() {}
-            return Err(too_many());
+            return Err(too_many(cap));
         }
     }
     Ok((columns, rows))

@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use futures::TryStreamExt;
 
-use super::{size_of, split_address, too_many, HostError, MAX_BYTES, MAX_ROWS};
+use super::{size_of, split_address, too_many, HostError, MAX_ROWS};
 use crate::plugins::policy::Target;
 use crate::plugins::v0_1::ballast::plugin::sql::Value;
 
@@ -117,6 +117,7 @@ pub async fn query(
     client: &mut tokio_postgres::Client,
     statement: &str,
     values: Vec<Value>,
+    cap: usize,
 ) -> Result<(Vec<String>, Vec<Vec<Value>>), HostError> {
     let fail = |e| HostError::Failed(describe(e));
     let stmt = client.prepare(statement).await.map_err(fail)?;
@@ -137,9 +138,9 @@ pub async fn query(
         let values = row(&r)?;
         bytes += values.iter().map(size_of).sum::<usize>();
         rows.push(values);
-        if rows.len() > MAX_ROWS || bytes > MAX_BYTES {
+        if rows.len() > MAX_ROWS || bytes > cap {
             // Dropping the stream leaves the rest unread; the session stays usable.
-            return Err(too_many());
+            return Err(too_many(cap));
         }
     }
     Ok((columns, rows))
