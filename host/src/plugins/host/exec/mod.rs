@@ -116,9 +116,22 @@ impl exec::Host for JobState {
             _ => None,
         };
         let mut report = Report::default();
-        let mut confinement =
-            sandbox::Confinement::prepare(granted, &dir, ids, netns, tcp_port, &mut report)
-                .map_err(|e| failed("its confinement", e))?;
+        // A client reads its target's CA certificates.
+        let also_read: Vec<std::path::PathBuf> = target
+            .and_then(|t| t.tls.as_ref())
+            .and_then(|tls| tls.ca.clone())
+            .into_iter()
+            .collect();
+        let mut confinement = sandbox::Confinement::prepare(
+            granted,
+            &dir,
+            ids,
+            netns,
+            tcp_port,
+            &also_read,
+            &mut report,
+        )
+        .map_err(|e| failed("its confinement", e))?;
         let connection = match target {
             Some(t) => Some(
                 credentials::connection(t, &granted.path, &dir, confinement.ids(), forwarded)

@@ -157,6 +157,7 @@ impl Confinement {
         ids: Option<Ids>,
         netns: Option<OwnedFd>,
         tcp_port: Option<u16>,
+        also_read: &[PathBuf],
         report: &mut Report,
     ) -> Result<Confinement, String> {
         report.user = ids.map(|i| i.uid);
@@ -165,7 +166,7 @@ impl Confinement {
             (None, Some(_)) => "ballast's, TCP to the target's port only (Landlock)",
             (None, None) => "ballast's, no TCP (Landlock)",
         };
-        let landlock = landlock_ruleset(program, dir, netns.is_none(), tcp_port)
+        let landlock = landlock_ruleset(program, dir, netns.is_none(), tcp_port, also_read)
             .map_err(|e| format!("preparing the file system rules: {e}"))?;
         report.landlock = if landlock.is_some() {
             "enforced"
@@ -239,6 +240,7 @@ fn landlock_ruleset(
     dir: &Path,
     restrict_tcp: bool,
     target_port: Option<u16>,
+    also_read: &[PathBuf],
 ) -> Result<Option<OwnedFd>, landlock::RulesetError> {
     let abi = ABI::V5;
     let read = AccessFs::from_read(abi);
@@ -251,6 +253,7 @@ fn landlock_ruleset(
         .iter()
         .map(PathBuf::from)
         .chain(program.read.iter().cloned())
+        .chain(also_read.iter().cloned())
         .collect();
     let writable: Vec<PathBuf> = SYSTEM_WRITE
         .iter()

@@ -5,6 +5,7 @@
 
 mod mysql;
 mod postgres;
+mod tls;
 
 use std::collections::VecDeque;
 
@@ -76,6 +77,24 @@ impl Session {
                 .map(Session::Postgres),
         }
         .map_err(fail)
+    }
+}
+
+/// What to check when a connection fails at TLS, or fails because TLS was not used.
+fn tls_hint(target: &Target, error: &str) -> &'static str {
+    let e = error.to_ascii_lowercase();
+    let tls_words = [
+        "tls",
+        "ssl",
+        "certificate",
+        "handshake",
+        "unknownissuer",
+        "x509",
+    ];
+    match (&target.tls, tls_words.iter().any(|w| e.contains(w))) {
+        (Some(_), true) => " (check the target's tls settings in the policy: tls.ca must hold the CA that signed the server's certificate, and verify-full needs the certificate to name the address)",
+        (None, true) => " (the server may require TLS: set tls: { mode: verify-full, ca: ... } on the target)",
+        _ => "",
     }
 }
 

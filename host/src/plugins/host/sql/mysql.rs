@@ -4,10 +4,10 @@
 
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Column, OptsBuilder, Params, Row};
+use mysql_async::{Column, OptsBuilder, Params, Row, SslOpts};
 
 use super::{size_of, split_address, too_many, HostError, MAX_ROWS};
-use crate::plugins::policy::Target;
+use crate::plugins::policy::{Target, TlsMode};
 use crate::plugins::v0_1::ballast::plugin::sql::Value;
 
 pub async fn connect(
@@ -15,16 +15,34 @@ pub async fn connect(
     password: Option<String>,
 ) -> Result<mysql_async::Conn, String> {
     let (host, port) = split_address(&target.address, 3306)?;
-    let opts = OptsBuilder::default()
+    let mut opts = OptsBuilder::default()
         .ip_or_hostname(host)
         .tcp_port(port)
         .user(target.user.clone())
         .pass(password)
         .db_name(target.database.clone())
         .prefer_socket(false);
+    if let Some(tls) = super::tls::of(target) {
+        let mut ssl = SslOpts::default();
+        match tls.mode {
+            TlsMode::Require | TlsMode::Disable => {
+                ssl = ssl
+                    .with_danger_accept_invalid_certs(true)
+                    .with_danger_skip_domain_validation(true)
+            }
+            TlsMode::VerifyCa => ssl = ssl.with_danger_skip_domain_validation(true),
+            TlsMode::VerifyFull => {}
+        }
+        if let Some(ca) = &tls.ca {
+            ssl = ssl
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true);
+        }
+        opts = opts.ssl_opts(ssl);
+    }
     mysql_async::Conn::new(opts)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{e}{}", super::tls_hint(target, &e.to_string())))
 }
 
 fn params(values: Vec<Value>) -> Params {

@@ -31,16 +31,31 @@ pub async fn connect(
     if let Some(d) = &target.database {
         config.dbname(d);
     }
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
+    let hint = |e: tokio_postgres::Error| {
+        let e = describe(e);
+        format!("{e}{}", super::tls_hint(target, &e))
+    };
     // The connection lives until the client is dropped; then the server ends the
     // session and with it anything the session held.
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    match super::tls::of(target) {
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(hint)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(client)
+        }
+        Some(tls) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls =
+                tokio_postgres_rustls::MakeRustlsConnect::new(super::tls::client_config(tls)?);
+            let (client, connection) = config.connect(tls).await.map_err(hint)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(client)
+        }
+    }
 }
 
 fn describe(e: tokio_postgres::Error) -> String {
