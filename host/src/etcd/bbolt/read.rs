@@ -1,4 +1,12 @@
 //! Reading bbolt files: meta pages, branch and leaf pages, inline buckets.
+//!
+//! The file may come from anywhere (a snapshot in a repository, a file a user names),
+//! so nothing in it is trusted: every offset is checked against the page and the
+//! file, sizes are computed without overflow, and a traversal visits each page at
+//! most once, so a crafted file whose branches point at the same pages over and over
+//! cannot make a walk explode.
+
+use std::collections::HashSet;
 
 use super::*;
 
@@ -66,10 +74,13 @@ impl<'a> Bolt<'a> {
             (Ok(a), Err(_)) | (Err(_), Ok(a)) => a,
             (Err(e), Err(_)) => return Err(e),
         };
-        if meta.page_size < 512 || !meta.page_size.is_power_of_two() {
+        if meta.page_size < 512 || meta.page_size > 1 << 20 || !meta.page_size.is_power_of_two() {
             return err(format!("implausible page size {}", meta.page_size));
         }
-        let needed = meta.pgid as usize * meta.page_size;
+        let needed = usize::try_from(meta.pgid)
+            .ok()
+            .and_then(|p| p.checked_mul(meta.page_size))
+            .ok_or_else(|| BoltError(format!("implausible page count {}", meta.pgid)))?;
         if file.len() < needed {
             return err(format!(
                 "the file is truncated: the database needs {needed} bytes ({} pages of {}), the file has {}",
@@ -91,8 +102,12 @@ impl<'a> Bolt<'a> {
                 self.meta.pgid
             ));
         }
+        // id < pgid, and pgid * page_size fits (checked in open).
         let start = id as usize * self.meta.page_size;
-        let header = &self.file[start..start + PAGE_HEADER];
+        let header = self
+            .file
+            .get(start..start + PAGE_HEADER)
+            .ok_or_else(|| BoltError(format!("page {id} runs past the end of the file")))?;
         if u64_at(header, 0)? != id {
             return err(format!(
                 "page {id} carries the id {}: the file is damaged",
@@ -100,9 +115,11 @@ impl<'a> Bolt<'a> {
             ));
         }
         let overflow = u32_at(header, 12)? as usize;
-        let end = start + (overflow + 1) * self.meta.page_size;
-        self.file
-            .get(start..end)
+        let end = overflow
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(self.meta.page_size))
+            .and_then(|len| start.checked_add(len));
+        end.and_then(|end| self.file.get(start..end))
             .ok_or_else(|| BoltError(format!("page {id} runs past the end of the file")))
     }
 
@@ -113,6 +130,7 @@ impl<'a> Bolt<'a> {
         page: &'a [u8],
         visit: &mut dyn FnMut(&'a [u8], &'a [u8], bool) -> Result<(), BoltError>,
         depth: usize,
+        seen: &mut HashSet<u64>,
     ) -> Result<(), BoltError> {
         if depth > 64 {
             return err(
@@ -152,7 +170,13 @@ impl<'a> Bolt<'a> {
                     return err(format!("page {page_id}: keys out of order"));
                 }
                 previous = Some(k);
-                self.walk(self.page(child)?, visit, depth + 1)?;
+                // In a B+tree every page has one parent.
+                if !seen.insert(child) {
+                    return err(format!(
+                        "page {child} is reached twice (from page {page_id}): the file is damaged"
+                    ));
+                }
+                self.walk(self.page(child)?, visit, depth + 1, seen)?;
                 continue;
             } else {
                 return err(format!(
@@ -180,6 +204,7 @@ impl<'a> Bolt<'a> {
                 Ok(())
             },
             0,
+            &mut HashSet::new(),
         )?;
         Ok(out)
     }
@@ -201,6 +226,7 @@ impl<'a> Bolt<'a> {
                 Ok(())
             },
             0,
+            &mut HashSet::new(),
         )?;
         let v = header
             .ok_or_else(|| BoltError(format!("no bucket `{}`", String::from_utf8_lossy(bucket))))?;
@@ -218,6 +244,7 @@ impl<'a> Bolt<'a> {
                 Ok(())
             },
             0,
+            &mut HashSet::new(),
         )
     }
 }
@@ -230,6 +257,66 @@ mod tests {
     fn fnv_matches_the_reference() {
         assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
         assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
+    }
+
+    /// A file whose key bucket is a branch page pointing at the same leaf page many
+    /// times: a DAG, not a tree. Nested, such pages make a walk exponential.
+    fn shared_pages(fanout: u16) -> Vec<u8> {
+        const PS: usize = 4096;
+        let mut f = vec![0u8; PS * 5];
+        let header = |f: &mut [u8], id: u64, flags: u16, count: u16| {
+            let p = &mut f[id as usize * PS..];
+            p[0..8].copy_from_slice(&id.to_le_bytes());
+            p[8..10].copy_from_slice(&flags.to_le_bytes());
+            p[10..12].copy_from_slice(&count.to_le_bytes());
+        };
+        for (id, txid) in [(0u64, 1u64), (1, 0)] {
+            header(&mut f, id, META, 0);
+            let m = &mut f[id as usize * PS + PAGE_HEADER..];
+            m[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+            m[4..8].copy_from_slice(&2u32.to_le_bytes());
+            m[8..12].copy_from_slice(&(PS as u32).to_le_bytes());
+            m[16..24].copy_from_slice(&2u64.to_le_bytes()); // root bucket page
+            m[40..48].copy_from_slice(&5u64.to_le_bytes()); // pages in use
+            m[48..56].copy_from_slice(&txid.to_le_bytes());
+            let sum = fnv1a64(&m[..56]);
+            m[56..64].copy_from_slice(&sum.to_le_bytes());
+        }
+        // Page 2: the root bucket, holding bucket `key` rooted at page 3.
+        header(&mut f, 2, LEAF, 1);
+        let p = 2 * PS + PAGE_HEADER;
+        f[p..p + 4].copy_from_slice(&BUCKET_LEAF.to_le_bytes());
+        f[p + 4..p + 8].copy_from_slice(&(ELEMENT as u32).to_le_bytes());
+        f[p + 8..p + 12].copy_from_slice(&3u32.to_le_bytes());
+        f[p + 12..p + 16].copy_from_slice(&16u32.to_le_bytes());
+        f[p + ELEMENT..p + ELEMENT + 3].copy_from_slice(b"key");
+        f[p + ELEMENT + 3..p + ELEMENT + 11].copy_from_slice(&3u64.to_le_bytes());
+        // Page 3: a branch whose every element points at page 4.
+        header(&mut f, 3, BRANCH, fanout);
+        for i in 0..fanout as usize {
+            let e = 3 * PS + PAGE_HEADER + i * ELEMENT;
+            let pos = (fanout as usize - i) * ELEMENT; // keys after the elements
+            f[e..e + 4].copy_from_slice(&(pos as u32).to_le_bytes());
+            f[e + 4..e + 8].copy_from_slice(&1u32.to_le_bytes());
+            f[e + 8..e + 16].copy_from_slice(&4u64.to_le_bytes());
+            f[e + pos] = b'k';
+        }
+        header(&mut f, 4, LEAF, 0);
+        f
+    }
+
+    #[test]
+    fn a_page_reached_twice_is_damage_not_a_longer_walk() {
+        let f = shared_pages(100);
+        let bolt = Bolt::open(&f).unwrap();
+        let e = bolt.for_each(b"key", &mut |_, _| {}).unwrap_err();
+        assert!(e.0.contains("page 4 is reached twice"), "{e}");
+        // With one reference it is a valid (empty) bucket.
+        let f = shared_pages(1);
+        let bolt = Bolt::open(&f).unwrap();
+        let mut n = 0;
+        bolt.for_each(b"key", &mut |_, _| n += 1).unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]
