@@ -464,6 +464,41 @@ for i in range(n):
         );
     }
 
+    /// A process that writes `prefix<n>` keys through the JSON gateway as fast as it can
+    /// until killed (the returned guard kills it when dropped).
+    pub fn busy_writer(&self, prefix: &str) -> Writer {
+        let script = r#"
+import base64, http.client, json, sys
+host, port = sys.argv[1].split(":")
+c = http.client.HTTPConnection(host, int(port))
+i = 0
+while True:
+    key = f"{sys.argv[2]}{i:08d}".encode()
+    req = json.dumps({"key": base64.b64encode(key).decode(), "value": base64.b64encode(b"v" * 64).decode()})
+    c.request("POST", "/v3/kv/put", req, {"Content-Type": "application/json"})
+    c.getresponse().read()
+    if i == 0:
+        print("writing", flush=True)
+    i += 1
+"#;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args([&self.endpoint, prefix])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until it writes, not for a time.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "writing");
+        Writer(child)
+    }
+
     /// Stops the server at once (SIGKILL).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -522,5 +557,15 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A background writer, killed when dropped.
+pub struct Writer(std::process::Child);
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -137,6 +137,12 @@ pub struct MemberStatus {
     pub raft_index: u64,
     pub revision: i64,
     pub is_leader: bool,
+    /// A learner is not a voting member: it may lag, and a cluster can lose it.
+    #[serde(default)]
+    pub is_learner: bool,
+    /// Alarms and errors the member reports (`NOSPACE`, corruption...).
+    #[serde(default)]
+    pub errors: Vec<String>,
 }
 
 /// Health and status of every endpoint; `Err` for the ones that did not answer.
@@ -167,6 +173,8 @@ pub async fn survey(opts: &EtcdOptions) -> Vec<(String, Result<MemberStatus, Etc
                 raft_index: s.raft_index(),
                 revision: h.as_ref().map(|h| h.revision()).unwrap_or_default(),
                 is_leader: s.leader() == member_id,
+                is_learner: s.is_learner(),
+                errors: s.errors().to_vec(),
             })
         }
         .await;
@@ -175,21 +183,64 @@ pub async fn survey(opts: &EtcdOptions) -> Vec<(String, Result<MemberStatus, Etc
     out
 }
 
-/// The member to take a snapshot from: a healthy one, a follower when there is one
-/// (a snapshot costs its member disk and network; the leader has enough to do).
+/// How far (in raft entries) a follower may trail the leader and still serve a
+/// snapshot or a watch; further behind, the leader is used.
+pub const MAX_LAG: u64 = 1000;
+
+/// The member to read from (a snapshot, a watch): a voting member that has a leader
+/// and no alarm, caught up with the leader (within [`MAX_LAG`] entries); a follower
+/// when one qualifies (a snapshot costs its member disk and network; the leader has
+/// enough to do), else the leader. Every endpoint that answers must belong to one
+/// cluster: a list that mixes clusters is refused.
 pub fn choose(
     survey: &[(String, Result<MemberStatus, EtcdError>)],
 ) -> Result<MemberStatus, EtcdError> {
     let healthy: Vec<&MemberStatus> = survey.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
-    healthy
+    let clusters: std::collections::BTreeSet<&str> =
+        healthy.iter().map(|m| m.cluster_id.as_str()).collect();
+    if clusters.len() > 1 {
+        let each: Vec<String> = healthy
+            .iter()
+            .map(|m| format!("{} is in cluster {}", m.endpoint, m.cluster_id))
+            .collect();
+        return Err(EtcdError::NoneHealthy(format!(
+            "the endpoints belong to different clusters ({}); list the endpoints of one cluster",
+            each.join(", ")
+        )));
+    }
+    let mut passed_over = vec![];
+    let usable: Vec<&MemberStatus> = healthy
         .iter()
-        .find(|m| !m.is_leader)
-        .or_else(|| healthy.first())
+        .copied()
+        .filter(|m| {
+            let why = if m.is_learner {
+                Some("a learner (not a voting member)".to_string())
+            } else if m.leader == "0" {
+                Some("it has no leader (partitioned?)".to_string())
+            } else if !m.errors.is_empty() {
+                Some(format!("it reports {}", m.errors.join(", ")))
+            } else {
+                None
+            };
+            if let Some(why) = &why {
+                passed_over.push(format!("{}: {why}", m.endpoint));
+            }
+            why.is_none()
+        })
+        .collect();
+    let newest = usable.iter().map(|m| m.raft_index).max().unwrap_or(0);
+    usable
+        .iter()
+        .filter(|m| !m.is_leader && m.raft_index + MAX_LAG >= newest)
+        .max_by_key(|m| m.raft_index)
+        .or_else(|| usable.iter().find(|m| m.is_leader))
+        .or_else(|| usable.iter().max_by_key(|m| m.raft_index))
         .map(|m| (*m).clone())
         .ok_or_else(|| {
             let why: Vec<String> = survey
                 .iter()
                 .filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
+                .chain(passed_over)
                 .collect();
             EtcdError::NoneHealthy(why.join("; "))
         })
@@ -227,5 +278,68 @@ fn request_error(endpoint: &str, e: &etcd_client::Error) -> EtcdError {
             endpoint: endpoint.into(),
             detail,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(ep: &str, cluster: &str, leader: bool, index: u64) -> MemberStatus {
+        MemberStatus {
+            endpoint: ep.into(),
+            version: "3.5.1".into(),
+            db_size: 0,
+            leader: "a1".into(),
+            member_id: if leader {
+                "a1".into()
+            } else {
+                format!("b{ep}")
+            },
+            cluster_id: cluster.into(),
+            raft_index: index,
+            revision: 1,
+            is_leader: leader,
+            is_learner: false,
+            errors: vec![],
+        }
+    }
+
+    fn ok(ms: Vec<MemberStatus>) -> Vec<(String, Result<MemberStatus, EtcdError>)> {
+        ms.into_iter()
+            .map(|m| (m.endpoint.clone(), Ok(m)))
+            .collect()
+    }
+
+    #[test]
+    fn a_caught_up_voting_follower_is_chosen() {
+        let mut lagging = member("f1", "c", false, 10);
+        lagging.raft_index = 100_000 - MAX_LAG - 1;
+        let mut learner = member("l", "c", false, 100_000);
+        learner.is_learner = true;
+        let s = ok(vec![
+            member("lead", "c", true, 100_000),
+            lagging.clone(),
+            learner,
+            member("f2", "c", false, 99_900),
+        ]);
+        assert_eq!(choose(&s).unwrap().endpoint, "f2");
+        // Only a lagging follower and a learner besides the leader: the leader.
+        let mut learner = member("l", "c", false, 100_000);
+        learner.is_learner = true;
+        let s = ok(vec![member("lead", "c", true, 100_000), lagging, learner]);
+        assert_eq!(choose(&s).unwrap().endpoint, "lead");
+        // A member without a leader is passed over, and said why.
+        let mut alone = member("p", "c", false, 5);
+        alone.leader = "0".into();
+        let e = choose(&ok(vec![alone])).unwrap_err().to_string();
+        assert!(e.contains("p: it has no leader"), "{e}");
+    }
+
+    #[test]
+    fn endpoints_of_two_clusters_are_refused() {
+        let s = ok(vec![member("a", "c1", true, 5), member("b", "c2", true, 5)]);
+        let e = choose(&s).unwrap_err().to_string();
+        assert!(e.contains("belong to different clusters"), "{e}");
     }
 }

@@ -130,13 +130,22 @@ pub fn take(
     if !reader.hash.matches() {
         return Err(EtcdError::Checksum { endpoint });
     }
+    // The revision the database holds, read from the stored database itself (the
+    // member's status, taken before the stream, can be older: etcd goes on while it
+    // streams).
+    let revision = stored_revision(repo, &result.snapshot).map_err(|e| {
+        EtcdError::Restore(format!(
+            "the snapshot from {endpoint} was stored, but its revision cannot be read from it: {e}; no snapshot was recorded"
+        ))
+    })?;
     let meta = &mut result.snapshot.source.meta;
     for (k, v) in [
         ("cluster_id", json!(source.cluster_id)),
         ("member_id", json!(source.member_id)),
         ("endpoint", json!(endpoint)),
         ("etcd_version", json!(source.version)),
-        ("revision", json!(source.revision)),
+        ("revision", json!(revision)),
+        ("member_revision", json!(source.revision)),
         ("raft_index", json!(source.raft_index)),
         ("db_size", json!(result.bytes - 32)),
         ("sha256", json!(hex::encode(reader.hash.trailer()))),
@@ -153,6 +162,23 @@ pub fn take(
             .collect(),
         source,
     })
+}
+
+/// The revision of a database stored in the repository: the main revision of the last
+/// key of its `key` bucket, read from a few of its pages.
+fn stored_revision(repo: &Repository, snapshot: &Snapshot) -> Result<i64, String> {
+    let mut db =
+        stream::RandomAccess::open(repo, snapshot, Some("etcd.db")).map_err(|e| e.to_string())?;
+    let mut read = |offset: u64, len: usize| {
+        db.read_at(offset, len)
+            .map_err(|e| super::bbolt::BoltError(e.to_string()))
+    };
+    let last = super::bbolt::paged::last_key(&mut read, super::mvcc::KEY_BUCKET)
+        .map_err(|e| e.to_string())?;
+    Ok(last
+        .as_deref()
+        .and_then(super::mvcc::main_revision)
+        .unwrap_or(0))
 }
 
 /// Writes the database of an etcd snapshot (the bytes etcd sent, trailer included) to

@@ -11,6 +11,7 @@
 //! leaf value flagged as a bucket is `{root pgid, sequence}`, followed by an inline
 //! page when `root` is 0.
 
+pub mod paged;
 mod read;
 mod write;
 

@@ -20,7 +20,7 @@ pub struct Meta {
     pub txid: u64,
 }
 
-fn parse_meta(file: &[u8], offset: usize) -> Result<Meta, BoltError> {
+pub(super) fn parse_meta(file: &[u8], offset: usize) -> Result<Meta, BoltError> {
     let page = file
         .get(offset..offset + PAGE_HEADER + 64)
         .ok_or_else(|| BoltError("the file is shorter than its meta pages".into()))?;
