@@ -213,6 +213,37 @@ impl Etcd {
         e
     }
 
+    /// A new cluster of `n` members (etcd 3.4), each healthy.
+    pub fn start_cluster(n: usize) -> Vec<Etcd> {
+        let members: Vec<Member> = (1..=n).map(|i| Member::new(&format!("m{i}"))).collect();
+        let cluster = initial_cluster(&members);
+        let all: Vec<Etcd> = members
+            .iter()
+            .map(|m| {
+                let dir = tempfile::tempdir().unwrap();
+                Etcd::spawn(Version::V3_4, dir, None, m, &cluster, None)
+            })
+            .collect();
+        for e in &all {
+            e.wait_healthy();
+        }
+        all
+    }
+
+    /// Freezes the server (SIGSTOP): its connections stay open, and nothing answers.
+    pub fn freeze(&self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
+    }
+
     /// Starts a member on a data directory made by a restore; call
     /// [`Etcd::wait_healthy`] once every member of its cluster is started.
     pub fn start_restored(

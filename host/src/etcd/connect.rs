@@ -75,7 +75,12 @@ impl Default for EtcdOptions {
 
 impl EtcdOptions {
     fn connect_options(&self) -> Result<ConnectOptions, EtcdError> {
-        let mut o = ConnectOptions::new().with_connect_timeout(self.dial_timeout);
+        // HTTP/2 pings: a connection that died without a word (a dropped route, a
+        // frozen peer) is noticed within seconds, also by a watch with nothing to say.
+        let mut o = ConnectOptions::new()
+            .with_connect_timeout(self.dial_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
         if let (Some(user), Some(pw)) = (&self.user, &self.password) {
             o = o.with_user(user.clone(), pw.clone());
         }

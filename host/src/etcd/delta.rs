@@ -21,11 +21,21 @@ pub const DELTA: &str = "etcd-delta";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Record {
     Change(Change),
-    /// Every change up to `revision` had arrived by `unix_ms` (one per watch
-    /// response): what `--to-time` resolves against.
+    /// Every change up to `revision` had arrived by `unix_ms`, and the capture was
+    /// watching then: one per watch response, and one per progress notification (a
+    /// heartbeat, every few seconds even when nothing changes). What `--to-time`
+    /// resolves against.
     Mark {
         revision: i64,
         unix_ms: i64,
+    },
+    /// The capture was not watching from `since_ms` (its last mark, before a broken
+    /// connection or a restart) until the next mark: the changes after `revision` up
+    /// to that mark's happened at times it cannot know. A point in time inside is
+    /// refused.
+    Gap {
+        since_ms: i64,
+        revision: i64,
     },
 }
 
@@ -85,6 +95,10 @@ pub struct SegmentInfo {
     /// The full snapshot the capture that wrote it started from (retention keeps
     /// the segment while it keeps that snapshot).
     pub depends_on: String,
+    /// When the segment starts inside a gap (see [`Record::Gap`]): since when the
+    /// capture was not watching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_since_ms: Option<i64>,
 }
 
 impl SegmentInfo {

@@ -91,6 +91,18 @@ impl Timeline {
         })
     }
 
+    /// Until when the capture is known to have watched: the last record of the newest
+    /// segment, or the newest full snapshot.
+    pub fn covered_until_ms(&self) -> Option<i64> {
+        let segments = self.segments.iter().map(|s| s.info.end_unix_ms).max();
+        let fulls = self
+            .fulls
+            .iter()
+            .map(|f| f.snapshot.time.as_millisecond())
+            .max();
+        segments.max(fulls)
+    }
+
     /// The newest revision the repository holds: where a capture resumes.
     pub fn captured_through(&self) -> Option<i64> {
         let full = self.fulls.iter().map(|f| f.revision).max();
@@ -219,7 +231,7 @@ impl Timeline {
 
     /// The revision the cluster was at, at time `t`, going on from `base`: the last
     /// change that had arrived by then. `None` when the captured changes end before
-    /// `t`.
+    /// `t`; an error when `t` falls in a gap, where the capture was not watching.
     fn revision_at(
         &self,
         repo: &Repository,
@@ -227,35 +239,85 @@ impl Timeline {
         t: jiff::Timestamp,
     ) -> Result<Option<i64>, EtcdError> {
         let ms = t.as_millisecond();
-        let (runs, _) = self.chain(base.revision, i64::MAX);
+        let (runs, reached) = self.chain(base.revision, i64::MAX);
         let segments: Vec<&Segment> = runs.iter().flat_map(|r| r.segments.clone()).collect();
+        // A capture that stopped cleanly stored its last marks in a segment without
+        // changes: it watched, and nothing changed, until then.
+        let quiet_until = self
+            .segments
+            .iter()
+            .filter(|s| s.info.changes == 0 && s.info.start_revision == reached + 1)
+            .map(|s| s.info.end_unix_ms)
+            .max();
         let Some(last) = segments.last() else {
             // Only the snapshot itself: its own moment is the one point it covers.
-            return Ok((base.snapshot.time == t).then_some(base.revision));
+            let covered = base.snapshot.time == t
+                || quiet_until
+                    .is_some_and(|q| ms >= base.snapshot.time.as_millisecond() && ms <= q);
+            return Ok(covered.then_some(base.revision));
         };
         if ms > last.info.end_unix_ms {
-            return Ok(None);
+            return Ok(quiet_until
+                .is_some_and(|q| ms <= q)
+                .then_some(last.info.end_revision));
         }
-        let Some(holding) = segments.iter().rev().find(|s| s.info.start_unix_ms <= ms) else {
+        let Some(at) = segments.iter().rposition(|s| s.info.start_unix_ms <= ms) else {
             return Ok(Some(base.revision));
         };
+        let holding = segments[at];
         if ms >= holding.info.end_unix_ms {
+            // Between two segments: covered, unless the next starts in a gap that
+            // was already open at `t`.
+            if let Some(since) = segments
+                .get(at + 1)
+                .and_then(|next| next.info.gap_since_ms)
+                .filter(|&since| since <= ms)
+            {
+                return Err(not_watching(t, since, None));
+            }
             return Ok(Some(holding.info.end_revision));
         }
         let reader = StreamReader::open(repo, &holding.snapshot, None)?;
         let mut revision = holding.info.start_revision - 1;
+        let mut gap = holding.info.gap_since_ms.filter(|&since| since <= ms);
         for record in Records::new(reader) {
             match record.map_err(|e| EtcdError::Restore(e.0))? {
                 Record::Mark {
                     revision: r,
                     unix_ms,
-                } if unix_ms <= ms => revision = r,
-                Record::Mark { .. } => break,
+                } if unix_ms <= ms => {
+                    revision = r;
+                    gap = None;
+                }
+                Record::Mark { unix_ms, .. } => {
+                    if let Some(since) = gap {
+                        return Err(not_watching(t, since, Some(unix_ms)));
+                    }
+                    break;
+                }
+                Record::Gap { since_ms, .. } if since_ms <= ms => gap = Some(since_ms),
+                Record::Gap { .. } => break,
                 Record::Change(_) => {}
             }
         }
+        if let Some(since) = gap {
+            return Err(not_watching(t, since, None));
+        }
         Ok(Some(revision.max(base.revision)))
     }
+}
+
+/// `t` lies in a gap of the capture: from `since` until it caught up at `until`.
+fn not_watching(t: jiff::Timestamp, since: i64, until: Option<i64>) -> EtcdError {
+    let until = until
+        .map(|u| format!("until {}", time_of_ms(u)))
+        .unwrap_or_else(|| "until it caught up again".into());
+    EtcdError::Restore(format!(
+        "{t} falls where the capture was not watching: from {} {until} (a broken connection \
+         or a restart); the changes etcd replayed then have no times of their own. Choose a \
+         time outside that gap, or a revision (--to-revision)",
+        time_of_ms(since)
+    ))
 }
 
 /// The changes of `runs` up to `through`, in order, each run's overlap skipped.
@@ -274,7 +336,7 @@ pub fn changes<'a>(
         let skip = run.skip_through;
         records.filter_map(move |r| match r {
             Err(e) => Some(Err(e)),
-            Ok(Record::Mark { .. }) => None,
+            Ok(Record::Mark { .. } | Record::Gap { .. }) => None,
             Ok(Record::Change(c)) => match c.key_value() {
                 Err(e) => Some(Err(e)),
                 Ok(kv) if kv.mod_revision > skip && kv.mod_revision <= through => Some(Ok(c)),

@@ -71,6 +71,8 @@ pub fn source_name(cluster_id: &str) -> String {
 /// The outcome of a snapshot: the record, and what the members said.
 pub struct Taken {
     pub id: SnapshotId,
+    /// The revision the database holds.
+    pub revision: i64,
     pub snapshot: Snapshot,
     pub members: Vec<(String, Result<MemberStatus, String>)>,
     pub source: MemberStatus,
@@ -155,6 +157,7 @@ pub fn take(
     let id = result.snapshot.save(repo)?;
     Ok(Taken {
         id,
+        revision,
         snapshot: result.snapshot,
         members: members
             .into_iter()

@@ -1,10 +1,21 @@
 //! `ballast etcd watch`: continuous change capture. The whole keyspace is watched
 //! (with previous values) from the revision after the newest one the repository
 //! holds; changes are closed into a delta segment every `interval` or every `bytes`,
-//! whichever comes first. A broken connection, a restarted etcd or a new leader
-//! only pause it: it reconnects and resumes from the last change it received. When
-//! the revision it needs has been compacted away, it takes a new full snapshot and
-//! carries on from there.
+//! whichever comes first. When the revision it needs has been compacted away, it takes
+//! a new full snapshot and carries on from there.
+//!
+//! A watch must not stall silently: the recovery point would grow with nobody told.
+//! The connection has HTTP/2 keep-alive; when nothing arrives for a heartbeat the
+//! capture asks etcd for a progress notification and checks that its member still has
+//! a leader; when nothing arrives for three heartbeats, or the member lost its leader,
+//! it reconnects (to the best member, [`choose`]). Each progress notification is
+//! stored as a mark: even when nothing changes, the segments say until when the
+//! capture was watching.
+//!
+//! Every (re)connection, including the first of a process, starts with a gap: the
+//! changes etcd replays from the resume point happened while nobody watched, at times
+//! the capture cannot know. A `Gap` record says since when; the first progress
+//! notification after the replay ends it. `--to-time` refuses a point inside a gap.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,7 +48,17 @@ pub struct CaptureOptions {
     /// Take a full snapshot this often, so that chains stay short and retention can
     /// let old ones go (segments depend on the newest full snapshot).
     pub full_every: Option<Duration>,
+    /// Ask for a progress notification when nothing arrived for this long, and
+    /// reconnect after three times this without an answer.
+    pub heartbeat: Duration,
     pub tags: Vec<String>,
+}
+
+impl CaptureOptions {
+    /// The default heartbeat: the segment interval, between 1 and 5 seconds.
+    pub fn default_heartbeat(interval: Duration) -> Duration {
+        interval.clamp(Duration::from_secs(1), Duration::from_secs(5))
+    }
 }
 
 /// What the capture reports as it goes.
@@ -79,9 +100,13 @@ struct Pending {
     changes: u64,
     start_revision: i64,
     end_revision: i64,
+    /// Time of its first and last record (change, mark or gap).
     start_ms: i64,
     end_ms: i64,
+    /// When its first change arrived (a segment closes `interval` after it).
     opened: Option<Instant>,
+    /// It starts inside a gap, open since then.
+    gap_since_ms: Option<i64>,
 }
 
 impl Pending {
@@ -94,7 +119,16 @@ impl Pending {
             start_ms: 0,
             end_ms: 0,
             opened: None,
+            gap_since_ms: None,
         }
+    }
+
+    fn record(&mut self, r: &Record, at_ms: i64) {
+        delta::encode(r, &mut self.buf);
+        if self.start_ms == 0 {
+            self.start_ms = at_ms;
+        }
+        self.end_ms = self.end_ms.max(at_ms);
     }
 }
 
@@ -109,15 +143,34 @@ struct Capture<'a> {
     summary: Summary,
     /// When the newest full snapshot was taken.
     last_full: Instant,
+    /// The last moment the capture knew it had every change (its last mark).
+    confirmed_ms: i64,
+    /// Since when it has not watched, until the next progress notification.
+    gap: Option<i64>,
     report: &'a mut dyn FnMut(Progress),
 }
 
 impl Capture<'_> {
-    /// Stores the pending changes as a segment (nothing when there are none).
+    /// Stores the pending changes as a segment (nothing when there are none: marks
+    /// of a quiet time wait for the next change, with which they are stored).
     fn flush(&mut self) -> Result<(), EtcdError> {
         if self.pending.changes == 0 {
             return Ok(());
         }
+        self.store_pending()
+    }
+
+    /// At the end of a capture: the pending segment even without changes, so that
+    /// its marks say until when the capture watched (a later capture's gap starts
+    /// there, not at the last change).
+    fn flush_final(&mut self) -> Result<(), EtcdError> {
+        if self.pending.changes == 0 && (self.pending.buf.is_empty() || self.gap.is_some()) {
+            return Ok(());
+        }
+        self.store_pending()
+    }
+
+    fn store_pending(&mut self) -> Result<(), EtcdError> {
         let p = std::mem::replace(&mut self.pending, Pending::new(0));
         let spec = StreamBackup {
             name: "changes".into(),
@@ -138,6 +191,7 @@ impl Capture<'_> {
             end_unix_ms: p.end_ms,
             changes: p.changes,
             depends_on: self.base.clone(),
+            gap_since_ms: p.gap_since_ms,
         };
         info.store_in(&mut written.snapshot);
         let id = written.snapshot.save(self.repo)?;
@@ -145,6 +199,8 @@ impl Capture<'_> {
         self.summary.changes += p.changes;
         self.summary.last_revision = p.end_revision;
         self.pending = Pending::new(p.end_revision + 1);
+        // A gap still open goes on in the next segment.
+        self.pending.gap_since_ms = self.gap;
         (self.report)(Progress::Segment {
             id,
             info,
@@ -162,15 +218,18 @@ impl Capture<'_> {
         self.summary.full_snapshots += 1;
         self.last_full = Instant::now();
         if jump {
-            self.summary.last_revision = taken.source.revision;
-            self.pending = Pending::new(taken.source.revision + 1);
+            self.summary.last_revision = taken.revision;
+            self.pending = Pending::new(taken.revision + 1);
+            // The snapshot is exact at its revision: what follows is watched (after
+            // the gap every connection starts with).
+            self.confirmed_ms = taken.snapshot.time.as_millisecond();
         }
         (self.report)(Progress::FullSnapshot {
             id: taken.id,
-            revision: taken.source.revision,
+            revision: taken.revision,
             reason,
         });
-        Ok(taken.source.revision)
+        Ok(taken.revision)
     }
 
     fn full_due(&self) -> bool {
@@ -179,7 +238,24 @@ impl Capture<'_> {
             .is_some_and(|every| self.last_full.elapsed() >= every)
     }
 
-    /// Adds the changes of one watch response.
+    /// A new watch begins: what it replays happened while nobody watched.
+    fn open_gap(&mut self, resume: i64) -> Result<(), EtcdError> {
+        self.flush()?;
+        let now = jiff::Timestamp::now().as_millisecond();
+        let since = self.confirmed_ms.min(now);
+        self.pending.record(
+            &Record::Gap {
+                since_ms: since,
+                revision: resume,
+            },
+            since,
+        );
+        self.gap = Some(since);
+        Ok(())
+    }
+
+    /// Adds one watch response: changes, and a mark; or, for a progress
+    /// notification, a mark alone (which ends an open gap).
     fn take_in(&mut self, resp: &etcd_client::WatchResponse) {
         let now = jiff::Timestamp::now().as_millisecond();
         let mut last = None;
@@ -189,28 +265,54 @@ impl Capture<'_> {
             let prev = ev.prev_kv().map(KeyValue::from);
             last = Some(kv.mod_revision);
             let change = Change::new(ev.event_type() == EventType::Delete, &kv, prev.as_ref());
-            delta::encode(&Record::Change(change), &mut self.pending.buf);
+            self.pending.record(&Record::Change(change), now);
             self.pending.changes += 1;
+            if self.pending.opened.is_none() {
+                self.pending.opened = Some(Instant::now());
+            }
         }
         if let Some(revision) = last {
-            delta::encode(
-                &Record::Mark {
-                    revision,
-                    unix_ms: now,
-                },
-                &mut self.pending.buf,
-            );
-            let p = &mut self.pending;
-            if p.opened.is_none() {
-                p.opened = Some(Instant::now());
-                p.start_ms = now;
+            self.pending.end_revision = self.pending.end_revision.max(revision);
+            // While etcd replays what was missed, these changes did not arrive as
+            // they happened: no mark until it is caught up.
+            if self.gap.is_none() {
+                self.mark(revision, now);
             }
-            p.end_ms = now;
-            p.end_revision = revision;
+            return;
+        }
+        // A progress notification: etcd's revision when it answered. Only when every
+        // change up to it has arrived here is the capture caught up: etcd before
+        // 3.4.24 and 3.5.8 answers a progress request at once, ahead of the changes it
+        // still has to send (etcd#15220), so a revision past the last change received
+        // proves nothing. Every revision is a write, and the whole keyspace is
+        // watched, so a quiet, caught-up watch sees the same revision in both.
+        let progress = !resp.created() && !resp.canceled() && resp.compact_revision() == 0;
+        if let (true, Some(header)) = (progress, resp.header()) {
+            let revision = header.revision();
+            if revision <= self.pending.end_revision {
+                self.gap = None;
+                self.mark(self.pending.end_revision, now);
+            }
         }
     }
 
+    fn mark(&mut self, revision: i64, now: i64) {
+        self.pending.record(
+            &Record::Mark {
+                revision,
+                unix_ms: now,
+            },
+            now,
+        );
+        self.confirmed_ms = now;
+    }
+
+    /// When the pending segment is due (never while a gap is open: its replay goes
+    /// into as few segments as its size allows).
     fn due(&self) -> Option<Instant> {
+        if self.gap.is_some() {
+            return None;
+        }
         self.pending.opened.map(|t| t + self.cap.interval)
     }
 
@@ -253,6 +355,8 @@ pub fn capture(
         pending: Pending::new(0),
         summary: Summary::default(),
         last_full: Instant::now(),
+        confirmed_ms: timeline.covered_until_ms().unwrap_or(0),
+        gap: None,
         report,
     };
     let mut resume = match (timeline.newest_full(), timeline.captured_through()) {
@@ -285,7 +389,7 @@ pub fn capture(
                 .with_prev_key()
                 .with_progress_notify()
                 .with_start_revision(resume + 1);
-            let (watcher, stream) =
+            let (mut watcher, stream) =
                 client
                     .watch("", Some(options))
                     .await
@@ -293,9 +397,11 @@ pub fn capture(
                         endpoint: member.endpoint.clone(),
                         detail: describe(&e),
                     })?;
+            // Its answer comes once the replay is done: the end of the gap.
+            let _ = watcher.request_progress().await;
             Ok::<_, EtcdError>((member.endpoint, client, watcher, stream))
         });
-        let (endpoint, _client, _watcher, mut stream) = match watched {
+        let (endpoint, mut client, mut watcher, mut stream) = match watched {
             Ok(w) => w,
             Err(e) => {
                 (c.report)(Progress::Reconnecting {
@@ -307,13 +413,24 @@ pub fn capture(
                 continue;
             }
         };
+        c.open_gap(resume)?;
         (c.report)(Progress::Watching {
-            endpoint,
+            endpoint: endpoint.clone(),
             from_revision: resume + 1,
         });
-        let ended = follow(&mut c, &mut stream, &stop, started)?;
+        let ended = follow(
+            &mut c,
+            &mut Watched {
+                endpoint: &endpoint,
+                client: &mut client,
+                watcher: &mut watcher,
+                stream: &mut stream,
+            },
+            &stop,
+            started,
+        )?;
         c.flush()?;
-        resume = c.summary.last_revision.max(resume);
+        resume = c.pending.end_revision.max(resume);
         match ended {
             Ended::Stopped => break,
             Ended::FullDue => {
@@ -346,35 +463,102 @@ pub fn capture(
             }
         }
     }
-    c.flush()?;
+    c.flush_final()?;
     Ok(c.summary)
 }
 
-/// Follows one watch stream until it ends, closing segments as they fall due.
+/// Before a capture stops: one more progress request, so that its last mark says it
+/// watched until now (a later capture's gap starts there). Waits one heartbeat at
+/// most; changes that arrive meanwhile are kept.
+fn confirm(c: &mut Capture, w: &mut Watched) {
+    let store = c.repo.store();
+    let deadline = Instant::now() + c.cap.heartbeat;
+    let before = c.confirmed_ms;
+    let heartbeat = c.cap.heartbeat;
+    let asked = store
+        .block_on(async { tokio::time::timeout(heartbeat, w.watcher.request_progress()).await });
+    if !matches!(asked, Ok(Ok(()))) {
+        return;
+    }
+    while c.confirmed_ms == before {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match store.block_on(async { tokio::time::timeout(left, w.stream.message()).await }) {
+            Ok(Ok(Some(resp))) if resp.compact_revision() == 0 && !resp.canceled() => {
+                c.take_in(&resp)
+            }
+            _ => return,
+        }
+    }
+}
+
+/// The watch being followed, and the client to ask its member with.
+struct Watched<'a> {
+    endpoint: &'a str,
+    client: &'a mut etcd_client::Client,
+    watcher: &'a mut etcd_client::Watcher,
+    stream: &'a mut WatchStream,
+}
+
+/// Follows one watch stream until it ends, closing segments as they fall due. When
+/// nothing arrives for a heartbeat it asks for progress and checks the member's
+/// leader; after three heartbeats of silence it gives up on the stream.
 fn follow(
     c: &mut Capture,
-    stream: &mut WatchStream,
+    w: &mut Watched,
     stop: &AtomicBool,
     started: Instant,
 ) -> Result<Ended, EtcdError> {
     let store = c.repo.store();
+    let heartbeat = c.cap.heartbeat;
+    let mut last_message = Instant::now();
+    let mut asked = Instant::now();
     loop {
         if stop.load(Ordering::SeqCst) || c.done(started) {
+            confirm(c, w);
             return Ok(Ended::Stopped);
         }
         if c.full_due() {
             return Ok(Ended::FullDue);
         }
-        // Wake up for the segment deadline, and at least every 250 ms to notice a stop.
+        let silent = last_message.elapsed();
+        if silent >= heartbeat * 3 {
+            return Ok(Ended::Broken(format!(
+                "no change and no progress notification from {} for {}",
+                w.endpoint,
+                humantime::format_duration(Duration::from_secs(silent.as_secs()))
+            )));
+        }
+        if silent >= heartbeat && asked.elapsed() >= heartbeat {
+            asked = Instant::now();
+            let timeout = c.opts.command_timeout;
+            let checked = store.block_on(async {
+                let _ = tokio::time::timeout(timeout, w.watcher.request_progress()).await;
+                tokio::time::timeout(timeout, w.client.status()).await
+            });
+            if let Ok(Ok(status)) = checked {
+                if status.leader() == 0 {
+                    return Ok(Ended::Broken(format!(
+                        "the member at {} has no leader (partitioned from its cluster?)",
+                        w.endpoint
+                    )));
+                }
+            }
+        }
+        // Wake up for the segment deadline, the next heartbeat, and at least every
+        // 250 ms to notice a stop.
         let wait = c
             .due()
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_millis(250))
             .min(Duration::from_millis(250));
-        let next = store.block_on(async { tokio::time::timeout(wait, stream.message()).await });
+        let next = store.block_on(async { tokio::time::timeout(wait, w.stream.message()).await });
         match next {
             Err(_) => {}
             Ok(Ok(Some(resp))) => {
+                last_message = Instant::now();
                 if resp.compact_revision() > 0 {
                     return Ok(Ended::Compacted(resp.compact_revision()));
                 }

@@ -74,6 +74,7 @@ pub fn run(g: &GlobalArgs, a: WatchArgs) -> Result<i32> {
         until_revision: a.until_revision,
         run_for: a.run_for,
         full_every: (!a.full_every.is_zero()).then_some(a.full_every),
+        heartbeat: CaptureOptions::default_heartbeat(a.segment_interval),
         tags: a.tag,
     };
     let json = g.json;
