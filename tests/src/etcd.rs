@@ -62,8 +62,8 @@ pub struct Etcd {
     /// etcdctl flags for a TLS server.
     tls: Vec<String>,
     /// How it was started, to start it again.
-    member: Member,
-    initial_cluster: String,
+    pub member: Member,
+    pub initial_cluster: String,
     data_dir: PathBuf,
 }
 

@@ -198,15 +198,20 @@ fn wait_for(opts: &EtcdOptions, up: bool, within: Duration) -> Result<(), EtcdEr
     }
 }
 
-/// The number of keys etcd holds now.
-fn count_keys(opts: &EtcdOptions) -> Result<u64, EtcdError> {
+/// The number of keys etcd holds at `revision` (now, without one). Counting at the
+/// restored revision is not disturbed by what an API server writes as soon as etcd
+/// is back.
+fn count_keys(opts: &EtcdOptions, revision: Option<i64>) -> Result<u64, EtcdError> {
     let rt = runtime()?;
     rt.block_on(async {
         let ep = opts.endpoints.first().cloned().unwrap_or_default();
         let mut c = opts.connect(&ep).await?;
-        let all = etcd_client::GetOptions::new()
+        let mut all = etcd_client::GetOptions::new()
             .with_all_keys()
             .with_count_only();
+        if let Some(r) = revision {
+            all = all.with_revision(r);
+        }
         let r = tokio::time::timeout(opts.command_timeout, c.get("", Some(all)))
             .await
             .map_err(|_| EtcdError::Request {
@@ -239,20 +244,21 @@ fn stop(
     Ok(aside)
 }
 
-/// Starts etcd by putting its manifest back, waits for it, and counts its keys. A
-/// member of a cluster answers a count only once a majority runs, so the count is
-/// retried until the wait is over.
+/// Starts etcd by putting its manifest back, waits for it, and counts its keys (at
+/// `revision`, when given). A member of a cluster answers a count only once a majority
+/// runs, so the count is retried until the wait is over.
 fn start(
     manifest: &Manifest,
     aside: &Path,
     opts: &EtcdOptions,
     waits: &Waits,
+    revision: Option<i64>,
 ) -> Result<u64, EtcdError> {
     std::fs::rename(aside, &manifest.path).map_err(|e| io(aside, e))?;
     let deadline = Instant::now() + waits.start;
     wait_for(opts, true, waits.start)?;
     loop {
-        match count_keys(opts) {
+        match count_keys(opts, revision) {
             Ok(n) => return Ok(n),
             Err(e) if Instant::now() > deadline => {
                 return Err(err(format!("etcd answers but cannot count its keys: {e}")))
@@ -260,6 +266,99 @@ fn start(
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     }
+}
+
+/// The members of the cluster this node's etcd belongs to, by name, with the client
+/// URLs the live member list gives (none for members only the manifest names).
+fn cluster_members(
+    manifest: &Manifest,
+    opts: &EtcdOptions,
+) -> Result<Vec<(String, Vec<String>)>, EtcdError> {
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(cluster) = manifest.flag("initial-cluster") {
+        for entry in cluster.split(',').filter(|e| !e.is_empty()) {
+            let name = entry.split_once('=').map_or(entry, |(n, _)| n);
+            members.entry(name.to_string()).or_default();
+        }
+    }
+    // The live list, when the member answers (a member without quorum may not).
+    let rt = runtime()?;
+    let live = rt.block_on(async {
+        let ep = opts.endpoints.first().cloned().unwrap_or_default();
+        let mut c = opts.connect(&ep).await.ok()?;
+        tokio::time::timeout(opts.command_timeout, c.member_list())
+            .await
+            .ok()?
+            .ok()
+    });
+    if let Some(list) = live {
+        for m in list.members() {
+            let name = if m.name().is_empty() {
+                format!("{:x}", m.id())
+            } else {
+                m.name().to_string()
+            };
+            members
+                .entry(name)
+                .or_default()
+                .extend(m.client_urls().iter().cloned());
+        }
+    }
+    Ok(members.into_iter().collect())
+}
+
+/// Refuses to restore one member of a cluster alone: the restored member would start
+/// a new cluster of its own beside the others (a split). With `cluster_stopped`, the
+/// operator says every member is stopped and will be restored from the same
+/// snapshot: the other members must not answer.
+fn check_members(
+    manifest: &Manifest,
+    opts: &EtcdOptions,
+    cluster_stopped: bool,
+) -> Result<(), EtcdError> {
+    let (me, _, _) = manifest.member()?;
+    let members = cluster_members(manifest, opts)?;
+    if members.len() <= 1 {
+        return Ok(());
+    }
+    let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+    if !cluster_stopped {
+        return Err(err(format!(
+            "etcd on this node ({}) is one of {} members ({}): restoring it alone would start a \
+             new cluster beside the others and split it. To restore the cluster in place, stop \
+             etcd on every member (move each etcd manifest aside), then run this restore on each \
+             node with the same snapshot and --cluster-stopped",
+            me.name,
+            members.len(),
+            names.join(", ")
+        )));
+    }
+    let others: Vec<String> = members
+        .iter()
+        .filter(|(n, _)| *n != me.name)
+        .flat_map(|(_, urls)| urls.iter().cloned())
+        .collect();
+    let rt = runtime()?;
+    let answering: Vec<String> = rt.block_on(async {
+        let probe = EtcdOptions {
+            endpoints: others.clone(),
+            ..opts.clone()
+        };
+        survey(&probe)
+            .await
+            .into_iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(ep, _)| ep)
+            .collect()
+    });
+    if !answering.is_empty() {
+        return Err(err(format!(
+            "--cluster-stopped, but other members still answer at {}: stop etcd on every \
+             member first",
+            answering.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Restores `db` into the data directory of the manifest's member, in place.
@@ -271,8 +370,10 @@ pub fn restore(
     changes_applied: u64,
     opts: &EtcdOptions,
     waits: &Waits,
+    cluster_stopped: bool,
     report: &mut dyn FnMut(String),
 ) -> Result<(Restored, Outcome), EtcdError> {
+    check_members(manifest, opts, cluster_stopped)?;
     let (member, initial_cluster, token) = manifest.member()?;
     let plan = Plan {
         members: vec![member.clone()],
@@ -325,8 +426,8 @@ pub fn restore(
         serde_json::to_vec_pretty(&record).expect("plain fields serialize"),
     )
     .map_err(|e| io(&record_path, e))?;
-    report(format!("restored; starting etcd: moving the manifest back"));
-    let keys = start(manifest, &aside, opts, waits).map_err(|e| {
+    report("restored; starting etcd: moving the manifest back".to_string());
+    let keys = start(manifest, &aside, opts, waits, Some(restored.revision)).map_err(|e| {
         err(format!(
             "{e}; to go back: ballast etcd restore --rollback --manifest {}",
             manifest.path.display()
@@ -390,7 +491,7 @@ pub fn rollback(
         "previous data directory back in {}; starting etcd",
         record.data_dir.display()
     ));
-    let keys = start(manifest, &aside, opts, waits)?;
+    let keys = start(manifest, &aside, opts, waits, None)?;
     Ok(Outcome {
         data_dir: record.data_dir,
         moved_aside: restored_aside,

@@ -78,6 +78,11 @@ pub struct RestoreArgs {
     /// Do not ask for confirmation (--in-place, --rollback)
     #[arg(long)]
     yes: bool,
+    /// --in-place on one member of a multi-member cluster: etcd is stopped on every
+    /// member, and each will be restored from the same snapshot (checked: the other
+    /// members must not answer)
+    #[arg(long, requires = "in_place")]
+    cluster_stopped: bool,
     /// How long to wait for etcd to stop, and to start (--in-place, --rollback)
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     wait: std::time::Duration,
@@ -217,6 +222,7 @@ fn in_place(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         replayed,
         &opts,
         &waits,
+        a.cluster_stopped,
         &mut report,
     )?;
     if g.json {
