@@ -15,6 +15,19 @@ use super::bbolt::{Bolt, BoltError, Writer};
 
 pub const KEY_BUCKET: &[u8] = b"key";
 pub const META_BUCKET: &[u8] = b"meta";
+/// Leases: the ID (big-endian i64) to a marshalled `leasepb.Lease`.
+pub const LEASE_BUCKET: &[u8] = b"lease";
+
+/// etcd's `leasepb.Lease`, as the `lease` bucket stores it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Lease {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(int64, tag = "2")]
+    pub ttl: i64,
+    #[prost(int64, tag = "3")]
+    pub remaining_ttl: i64,
+}
 /// The revision a compaction was asked for; etcd finishes it when it starts.
 pub const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
 
@@ -120,6 +133,12 @@ pub struct Edits<'a> {
     /// Add this much to the latest revision, and schedule a compaction at the result,
     /// so that watchers of the old revisions are told to re-list.
     pub bump_revision: Option<i64>,
+    /// Replayed keys can be bound to leases granted after the snapshot, which the
+    /// snapshot's `lease` bucket does not know (leases are not keys: a watch does not
+    /// see them). etcd would keep such keys for ever (Events, the API servers'
+    /// `/registry/masterleases/`); each such lease is re-created with this TTL in
+    /// seconds, so its keys go when it runs out, as they would have.
+    pub orphan_lease_ttl: i64,
 }
 
 /// What a rewritten database holds.
@@ -127,6 +146,8 @@ pub struct Edits<'a> {
 pub struct Rewritten {
     pub revision: i64,
     pub changes_applied: u64,
+    /// Leases re-created for replayed keys (see [`Edits::orphan_lease_ttl`]).
+    pub leases_recreated: u64,
 }
 
 /// Copies `src` into a fresh bbolt file, applying `edits` to the `key` and `meta`
@@ -140,7 +161,14 @@ pub fn rewrite<W: Write + Seek>(
     let mut w = Writer::create(out).map_err(io)?;
     let mut revision = 0i64;
     let mut applied = 0u64;
-    let buckets = src.buckets()?;
+    let mut buckets = src.buckets()?;
+    // The `lease` bucket is written after `key`, with the leases replayed keys need.
+    if !buckets.contains(&LEASE_BUCKET) {
+        let at = buckets.partition_point(|b| *b < LEASE_BUCKET);
+        buckets.insert(at, LEASE_BUCKET);
+    }
+    let mut leases_needed: std::collections::BTreeSet<i64> = Default::default();
+    let mut recreated = 0u64;
     // The `key` bucket comes before `meta`, so the compaction mark can name the
     // final revision.
     for name in &buckets {
@@ -172,6 +200,12 @@ pub fn rewrite<W: Write + Seek>(
                 }
                 sub = if rev == last_main { sub + 1 } else { 0 };
                 last_main = rev;
+                if !change.delete {
+                    let lease = change.key_value()?.lease;
+                    if lease != 0 {
+                        leases_needed.insert(lease);
+                    }
+                }
                 let (k, v) = change.stored(sub)?;
                 put(&k, &v);
                 applied += 1;
@@ -197,6 +231,30 @@ pub fn rewrite<W: Write + Seek>(
             if !marked {
                 put(SCHEDULED_COMPACT, &mark);
             }
+        } else if *name == LEASE_BUCKET {
+            // The snapshot's leases, and a new one for each lease replayed keys name
+            // that it does not know, in key order.
+            let mut known = std::collections::BTreeMap::new();
+            if src.buckets()?.contains(&LEASE_BUCKET) {
+                src.for_each(name, &mut |k, v| {
+                    known.insert(k.to_vec(), v.to_vec());
+                })?;
+            }
+            for id in &leases_needed {
+                let k = id.to_be_bytes().to_vec();
+                if !known.contains_key(&k) {
+                    let lease = Lease {
+                        id: *id,
+                        ttl: edits.orphan_lease_ttl,
+                        remaining_ttl: 0,
+                    };
+                    known.insert(k, lease.encode_to_vec());
+                    recreated += 1;
+                }
+            }
+            for (k, v) in &known {
+                put(k, v);
+            }
         } else {
             src.for_each(name, &mut |k, v| put(k, v))?;
         }
@@ -216,6 +274,7 @@ pub fn rewrite<W: Write + Seek>(
         Rewritten {
             revision,
             changes_applied: applied,
+            leases_recreated: recreated,
         },
     ))
 }
@@ -355,6 +414,7 @@ mod tests {
             Edits {
                 changes: &mut it,
                 bump_revision: None,
+                orphan_lease_ttl: 60,
             },
         )
         .unwrap();
@@ -362,7 +422,8 @@ mod tests {
             done,
             Rewritten {
                 revision: 5,
-                changes_applied: 3
+                changes_applied: 3,
+                leases_recreated: 0,
             }
         );
         let file = out.into_inner();
@@ -396,6 +457,7 @@ mod tests {
             Edits {
                 changes: &mut std::iter::empty(),
                 bump_revision: Some(1000),
+                orphan_lease_ttl: 60,
             },
         )
         .unwrap();
@@ -431,6 +493,7 @@ mod tests {
             Edits {
                 changes: &mut it,
                 bump_revision: None,
+                orphan_lease_ttl: 60,
             },
         )
         .unwrap();
@@ -438,7 +501,8 @@ mod tests {
             done,
             Rewritten {
                 revision: 10,
-                changes_applied: 1
+                changes_applied: 1,
+                leases_recreated: 0,
             }
         );
         let mut it = vec![
@@ -452,6 +516,7 @@ mod tests {
             Edits {
                 changes: &mut it,
                 bump_revision: None,
+                orphan_lease_ttl: 60,
             },
         )
         .unwrap_err();

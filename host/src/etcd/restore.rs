@@ -210,6 +210,7 @@ impl Database {
         &self,
         changes: &mut dyn Iterator<Item = Result<Change, super::bbolt::BoltError>>,
         bump_revision: Option<i64>,
+        orphan_lease_ttl: i64,
     ) -> Result<(Database, mvcc::Rewritten), EtcdError> {
         let map = map(&self.path, false)?;
         let src = Bolt::open(&map).map_err(|e| EtcdError::Restore(e.to_string()))?;
@@ -223,6 +224,7 @@ impl Database {
                 Edits {
                     changes,
                     bump_revision,
+                    orphan_lease_ttl,
                 },
             )
             .map_err(|e| EtcdError::Restore(e.to_string()))?;

@@ -75,6 +75,12 @@ pub struct RestoreArgs {
     /// The etcd static-pod manifest, for --in-place and --rollback
     #[arg(long, default_value = "/etc/kubernetes/manifests/etcd.yaml")]
     manifest: PathBuf,
+    /// Point in time: keys replayed from the capture can be bound to leases granted
+    /// after the snapshot, which it does not hold; each is re-created with this TTL
+    /// (counted from the restored cluster's start), so its keys go when it runs out
+    /// (Events, API server leases) instead of living for ever
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    orphan_lease_ttl: std::time::Duration,
     /// Do not ask for confirmation (--in-place, --rollback)
     #[arg(long)]
     yes: bool,
@@ -89,6 +95,11 @@ pub struct RestoreArgs {
     /// The local member, for --in-place and --rollback (etcdctl's flags)
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+/// `--orphan-lease-ttl` in seconds (at least one).
+fn lease_ttl(a: &RestoreArgs) -> i64 {
+    (a.orphan_lease_ttl.as_secs() as i64).max(1)
 }
 
 pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
@@ -160,7 +171,11 @@ fn database(g: &GlobalArgs, a: &RestoreArgs, work_dir: &Path) -> Result<(Databas
         (None, Some(what)) => {
             let (db, from) = source(g, what, work_dir)?;
             match a.bump_revision {
-                Some(n) => (db.rewritten(&mut std::iter::empty(), Some(n))?.0, from, 0),
+                Some(n) => (
+                    db.rewritten(&mut std::iter::empty(), Some(n), lease_ttl(&a))?.0,
+                    from,
+                    0,
+                ),
                 None => (db, from, 0),
             }
         }
@@ -328,10 +343,19 @@ fn point_in_time(
             continue;
         }
         let mut changes = pitr::changes(&repo, &route.runs, route.revision);
-        let (db, done) = db.rewritten(&mut changes, a.bump_revision)?;
+        let (db, done) = db.rewritten(&mut changes, a.bump_revision, lease_ttl(&a))?;
         let segments: usize = route.runs.iter().map(|r| r.segments.len()).sum();
+        let leases = if done.leases_recreated > 0 {
+            format!(
+                "; {} leases granted after the snapshot re-created with a TTL of {}",
+                done.leases_recreated,
+                humantime::format_duration(a.orphan_lease_ttl)
+            )
+        } else {
+            String::new()
+        };
         let from = format!(
-            "snapshot {} (revision {held}) and {segments} delta segments, to revision {}",
+            "snapshot {} (revision {held}) and {segments} delta segments, to revision {}{leases}",
             base.id.short(),
             route.revision
         );
