@@ -68,7 +68,10 @@ fn in_place_restore_on_a_kubeadm_style_node_and_rollback() {
         std::thread::spawn(move || {
             let mut n = 0;
             while writing.load(std::sync::atomic::Ordering::SeqCst) {
-                if etcdctl(&endpoint, &["put", &format!("/registry/events/e{n}"), "x"]).status.success() {
+                if etcdctl(&endpoint, &["put", &format!("/registry/events/e{n}"), "x"])
+                    .status
+                    .success()
+                {
                     n += 1;
                 }
             }
@@ -121,7 +124,11 @@ fn in_place_restore_on_a_kubeadm_style_node_and_rollback() {
     writing.store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(writer.join().unwrap() > 0, "the writer wrote");
     let restored_keys = out["restored"]["keys"].as_u64().unwrap();
-    assert_eq!(out["in_place"]["keys"].as_u64(), Some(restored_keys), "{out}");
+    assert_eq!(
+        out["in_place"]["keys"].as_u64(),
+        Some(restored_keys),
+        "{out}"
+    );
     assert!(manifest.exists(), "the manifest is back");
     assert_eq!(get(&endpoint, "/app/7").as_deref(), Some("good"));
     assert_eq!(get(&endpoint, "/oops"), None);
@@ -186,7 +193,14 @@ fn in_place_restore_of_one_member_of_a_cluster_is_refused() {
     let m = manifest.to_str().unwrap();
     let run = |extra: &[&str]| {
         let mut args = vec![
-            "etcd", "restore", "latest", "--in-place", "--manifest", m, "--yes", "--endpoints",
+            "etcd",
+            "restore",
+            "latest",
+            "--in-place",
+            "--manifest",
+            m,
+            "--yes",
+            "--endpoints",
             &first.endpoint,
         ];
         args.extend_from_slice(extra);
@@ -194,11 +208,16 @@ fn in_place_restore_of_one_member_of_a_cluster_is_refused() {
     };
     let out = run(&[]).expect_code(1);
     assert!(
-        out.stderr.contains("one of 3 members (m1, m2, m3)") && out.stderr.contains("--cluster-stopped"),
+        out.stderr.contains("one of 3 members (m1, m2, m3)")
+            && out.stderr.contains("--cluster-stopped"),
         "{}",
         out.stderr
     );
     let out = run(&["--cluster-stopped"]).expect_code(1);
-    assert!(out.stderr.contains("other members still answer"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("other members still answer"),
+        "{}",
+        out.stderr
+    );
     assert!(manifest.exists(), "nothing was touched");
 }

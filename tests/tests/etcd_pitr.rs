@@ -565,7 +565,13 @@ fn keys_of_leases_granted_after_the_snapshot_still_expire() {
         .expect("lease <id> granted with TTL(600s)")
         .to_string();
     assert!(etcd
-        .etcdctl(&["put", "/registry/masterleases/10.0.0.9", "x", "--lease", &id])
+        .etcdctl(&[
+            "put",
+            "/registry/masterleases/10.0.0.9",
+            "x",
+            "--lease",
+            &id
+        ])
         .status
         .success());
     etcd.put("/registry/pods/p", "stays");
@@ -575,14 +581,25 @@ fn keys_of_leases_granted_after_the_snapshot_still_expire() {
     let (m, out) = restore_and_start(
         &env,
         "leased",
-        &["--to-revision", &last.to_string(), "--orphan-lease-ttl", "2s"],
+        &[
+            "--to-revision",
+            &last.to_string(),
+            "--orphan-lease-ttl",
+            "2s",
+        ],
     );
     assert!(
-        out["from"].as_str().unwrap().contains("1 leases granted after the snapshot re-created"),
+        out["from"]
+            .as_str()
+            .unwrap()
+            .contains("1 leases granted after the snapshot re-created"),
         "{out}"
     );
     let leases = m.etcdctl(&["lease", "list"]);
-    assert!(String::from_utf8_lossy(&leases.stdout).contains(&id), "{leases:?}");
+    assert!(
+        String::from_utf8_lossy(&leases.stdout).contains(&id),
+        "{leases:?}"
+    );
     // Wait for the state, not for a time: the key goes once its lease expires.
     let deadline = Instant::now() + Duration::from_secs(60);
     while m.get("/registry/masterleases/10.0.0.9").is_some() {
@@ -590,4 +607,106 @@ fn keys_of_leases_granted_after_the_snapshot_still_expire() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(m.get("/registry/pods/p").as_deref(), Some("stays"));
+}
+
+/// Retention of what CronJobs take: each run is a new pod with a new host name. By
+/// default (`--group-by auto`) an etcd snapshot is grouped by its cluster, not by
+/// host, so --keep-last 1 keeps one (it used to keep every pod's). And forgetting a
+/// full snapshot takes its delta segments along: a forget that would open a hole in
+/// the point-in-time coverage says so.
+#[test]
+fn retention_groups_cronjob_runs_and_warns_when_coverage_shrinks() {
+    let etcd = Etcd::start();
+    let env = Env::init_local();
+    for pod in ["etcd-backup-28912340-abcde", "etcd-backup-28912341-fghij"] {
+        env.json(&[
+            "etcd",
+            "snapshot",
+            "--endpoints",
+            &etcd.endpoint,
+            "--host",
+            pod,
+        ]);
+    }
+    let v = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
+    let kept: Vec<_> = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == true)
+        .collect();
+    assert_eq!(kept.len(), 1, "{v}");
+    let hosts: Vec<String> = env
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot"]["host"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        hosts.contains(&"etcd-backup-28912341-fghij".to_string()),
+        "{hosts:?}"
+    );
+
+    // Three chains: A, B, C, each a full snapshot and the segments captured after it.
+    let chain = |tag: &str, key: &str| {
+        env.json(&[
+            "etcd",
+            "snapshot",
+            "--endpoints",
+            &etcd.endpoint,
+            "--tag",
+            tag,
+        ]);
+        etcd.put(key, "v");
+        env.run(&[
+            "etcd",
+            "watch",
+            "--endpoints",
+            &etcd.endpoint,
+            "--tag",
+            tag,
+            "--until-revision",
+            &etcd.revision().to_string(),
+        ])
+        .ok();
+    };
+    chain("keep", "/chain/a");
+    chain("drop", "/chain/b");
+    chain("keep", "/chain/c");
+    let v = env.json(&["forget", "--tag", "drop", "--keep-last", "0", "--dry-run"]);
+    let warnings = v["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{v}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("point-in-time restore loses 1 stretch"),
+        "{v}"
+    );
+    // Forgetting only what lies before everything kept opens no hole.
+    let env = Env::init_local();
+    for key in ["/old/1", "/new/1"] {
+        env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint]);
+        etcd.put(key, "v");
+        env.run(&[
+            "etcd",
+            "watch",
+            "--endpoints",
+            &etcd.endpoint,
+            "--until-revision",
+            &etcd.revision().to_string(),
+        ])
+        .ok();
+    }
+    let v = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
+    assert!(v["warnings"].as_array().unwrap().is_empty(), "{v}");
+    assert!(
+        v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["keep"] == false),
+        "{v}"
+    );
 }

@@ -21,9 +21,8 @@ pub struct BackupAppArgs {
     /// The policy target to back up
     #[arg(long)]
     target: String,
-    /// Tag the snapshot; repeatable
-    #[arg(short, long)]
-    tag: Vec<String>,
+    #[command(flatten)]
+    labels: super::context::LabelArgs,
     #[command(flatten)]
     plugins: PluginArgs,
 }
@@ -62,7 +61,15 @@ pub fn backup(g: &GlobalArgs, a: BackupAppArgs) -> Result<i32> {
     let rt = a.plugins.runtime()?;
     let (loaded, grants) = a.plugins.load(&rt, &a.plugin)?;
     let opts = a.plugins.job_options(g, "backup-app", Some(&a.target))?;
-    let outcome = app::backup(&rt, &repo, &loaded, grants, &a.target, &opts, a.tag)?;
+    let outcome = app::backup(
+        &rt,
+        &repo,
+        &loaded,
+        grants,
+        &a.target,
+        &opts,
+        a.labels.labels(),
+    )?;
     let s = &outcome.sequence;
     let hooks = s.hooks();
     match &outcome.saved {

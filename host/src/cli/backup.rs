@@ -28,9 +28,8 @@ pub struct PathArgs {
     /// Leave out paths matching this glob (`*.tmp` matches names; `/a/b/**` whole paths); repeatable
     #[arg(short, long, value_name = "GLOB")]
     exclude: Vec<String>,
-    /// Tag the snapshot; repeatable
-    #[arg(short, long)]
-    tag: Vec<String>,
+    #[command(flatten)]
+    labels: super::context::LabelArgs,
     /// Compare against this snapshot instead of the latest one of the same paths
     #[arg(long, conflicts_with = "no_parent")]
     parent: Option<String>,
@@ -46,9 +45,6 @@ pub struct PathArgs {
     /// Files read at the same time (default: one per core, at least 2)
     #[arg(long, default_value_t = 0)]
     readers: usize,
-    /// Record this host name instead of the machine's
-    #[arg(long)]
-    host: Option<String>,
 }
 
 pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> Result<i32> {
@@ -63,7 +59,7 @@ fn path(g: &GlobalArgs, a: PathArgs) -> Result<i32> {
     let opts = BackupOptions {
         paths: a.paths,
         excludes: a.exclude,
-        tags: a.tag,
+        tags: a.labels.tag,
         parent: match (a.no_parent, a.parent) {
             (true, _) => Parent::None,
             (_, Some(id)) => Parent::Id(id),
@@ -72,7 +68,7 @@ fn path(g: &GlobalArgs, a: PathArgs) -> Result<i32> {
         force_reread: a.force_reread,
         one_file_system: a.one_file_system,
         readers: a.readers,
-        host: a.host,
+        host: a.labels.host,
     };
     let progress = Progress::default();
     let outcome = std::thread::scope(|s| {

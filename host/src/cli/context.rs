@@ -12,6 +12,27 @@ use crate::repo::keys::Secret;
 use crate::repo::Repository;
 use crate::store::{Location, Store, StoreOptions};
 
+/// What a backup command labels its snapshots with.
+#[derive(Args, Clone)]
+pub struct LabelArgs {
+    /// Tag the snapshot; repeatable
+    #[arg(short, long)]
+    pub tag: Vec<String>,
+    /// Record this host name instead of the machine's (a CronJob's pod has a new name
+    /// every run: give a stable one so that retention groups the runs together)
+    #[arg(long, env = "BALLAST_HOST")]
+    pub host: Option<String>,
+}
+
+impl LabelArgs {
+    pub fn labels(&self) -> crate::repo::snapshot::Labels {
+        crate::repo::snapshot::Labels {
+            tags: self.tag.clone(),
+            host: self.host.clone(),
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
     /// Repository location: a path, file://, s3://BUCKET/PREFIX, gs://..., az://...

@@ -160,7 +160,12 @@ fn demo_etcd(repo: &Repository, dir: &Path) -> Result<()> {
         }
         Ok::<_, crate::etcd::connect::EtcdError>(())
     })?;
-    let taken = crate::etcd::snapshot::take(repo, &opts, vec!["demo".into()], &mut |_| {})?;
+    let taken = crate::etcd::snapshot::take(
+        repo,
+        &opts,
+        &crate::repo::snapshot::Labels::tags(vec!["demo".into()]),
+        &mut |_| {},
+    )?;
     let exported = dir.join("etcd-snapshot.db");
     std::fs::remove_file(&exported).ok();
     crate::etcd::snapshot::export(repo, &taken.snapshot, &exported)?;

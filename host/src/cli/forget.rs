@@ -37,8 +37,11 @@ pub struct ForgetArgs {
     keep_within: Option<std::time::Duration>,
     #[command(flatten)]
     filter: Filter,
-    /// Apply the policy separately to each group of these fields
-    #[arg(long, default_value = "host,tags,source")]
+    /// Apply the policy separately to each group of these fields: host, tags,
+    /// source; `auto` is all three, but the host only for path backups (an etcd
+    /// snapshot's source is its cluster, an application backup's its target, whichever
+    /// machine or pod took it)
+    #[arg(long, default_value = "auto")]
     group_by: String,
     /// Show what would be removed, remove nothing
     #[arg(long, short = 'n')]
@@ -69,6 +72,7 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
         Some(Lease::acquire(&repo, "forget")?)
     };
     let all = snapshot::list(&repo)?;
+    let all_snapshots = all.clone();
     let existing: std::collections::HashSet<SnapshotId> = all.iter().map(|(id, _)| *id).collect();
     let snaps: Vec<_> = all
         .into_iter()
@@ -81,6 +85,12 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
         |id| existing.contains(id),
         &jiff::tz::TimeZone::system(),
     );
+    let warnings = coverage_warnings(&all_snapshots, &decisions);
+    for w in &warnings {
+        if !g.json {
+            eprintln!("warning: {w}");
+        }
+    }
     let mut removed = 0;
     if let Some(lease) = &lease {
         for d in decisions.iter().filter(|d| !d.keep) {
@@ -99,7 +109,7 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
     }
     if g.json {
         output::json(
-            &serde_json::json!({ "dry_run": a.dry_run, "decisions": decisions, "prune": pruned }),
+            &serde_json::json!({ "dry_run": a.dry_run, "decisions": decisions, "prune": pruned, "warnings": warnings }),
         )?;
     } else {
         let mut t = output::table(&["id", "time", "group", "action", "reasons"]);
@@ -132,4 +142,52 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
         );
     }
     Ok(exit::OK)
+}
+
+/// Where forgetting would open holes in the point-in-time coverage of an etcd cluster
+/// inside the range it keeps: the delta segments of a full snapshot go with it, so
+/// keeping one full snapshot a day out of hourly ones keeps an hour of every day.
+fn coverage_warnings(
+    all: &[(SnapshotId, crate::repo::snapshot::Snapshot)],
+    decisions: &[crate::repo::forget::Decision],
+) -> Vec<String> {
+    use crate::etcd::pitr;
+    let removed: std::collections::HashSet<&str> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.as_str())
+        .collect();
+    let kept: Vec<(SnapshotId, crate::repo::snapshot::Snapshot)> = all
+        .iter()
+        .filter(|(id, _)| !removed.contains(id.to_string().as_str()))
+        .cloned()
+        .collect();
+    let clusters: std::collections::BTreeSet<String> = all
+        .iter()
+        .filter_map(|(id, s)| crate::etcd::delta::Full::of(id, s).map(|f| f.cluster_id))
+        .collect();
+    let mut out = vec![];
+    for cluster in clusters {
+        let holes = pitr::holes(
+            &pitr::coverage(all, &cluster),
+            &pitr::coverage(&kept, &cluster),
+        );
+        if holes.is_empty() {
+            continue;
+        }
+        let total: i64 = holes.iter().map(|(a, b)| b - a).sum();
+        let show = |ms: i64| {
+            jiff::Timestamp::from_millisecond(ms)
+                .map(|t| output::short_time(&t))
+                .unwrap_or_default()
+        };
+        out.push(format!(
+            "etcd cluster {cluster}: point-in-time restore loses {} stretch(es) inside the range it keeps, {} in all (first: {} to {}): the delta segments of the full snapshots forgotten go with them. Keep them with --keep-within, or keep full snapshots as often as they are taken (e.g. --keep-hourly with --full-every 1h)",
+            holes.len(),
+            humantime::format_duration(std::time::Duration::from_millis(total as u64)),
+            show(holes[0].0),
+            show(holes[0].1)
+        ));
+    }
+    out
 }

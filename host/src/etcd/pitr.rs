@@ -320,6 +320,70 @@ fn not_watching(t: jiff::Timestamp, since: i64, until: Option<i64>) -> EtcdError
     ))
 }
 
+/// The stretches of time (milliseconds, merged) a point-in-time restore of `cluster`
+/// can reach with `snapshots`: from each full snapshot to the last of the delta
+/// segments that depend on it.
+pub fn coverage(snapshots: &[(SnapshotId, Snapshot)], cluster: &str) -> Vec<(i64, i64)> {
+    let mut ends: BTreeMap<SnapshotId, (i64, i64)> = BTreeMap::new();
+    for (id, s) in snapshots {
+        if let Some(f) = Full::of(id, s).filter(|f| f.cluster_id == cluster) {
+            let t = f.snapshot.time.as_millisecond();
+            ends.insert(f.id, (t, t));
+        }
+    }
+    for (_, s) in snapshots {
+        if let Some(info) = SegmentInfo::of(s).filter(|i| i.cluster_id == cluster) {
+            if let Some(e) = info
+                .depends_on
+                .parse::<SnapshotId>()
+                .ok()
+                .and_then(|id| ends.get_mut(&id))
+            {
+                e.1 = e.1.max(info.end_unix_ms);
+            }
+        }
+    }
+    let mut spans: Vec<(i64, i64)> = ends.into_values().collect();
+    spans.sort();
+    let mut merged: Vec<(i64, i64)> = vec![];
+    for (a, b) in spans {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+}
+
+/// What `after` no longer covers of `before`, between its own first and last point:
+/// holes a forget makes inside the range it keeps (the old end going is expected).
+pub fn holes(before: &[(i64, i64)], after: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let (Some(first), Some(last)) = (after.first(), after.last()) else {
+        return vec![];
+    };
+    let (lo, hi) = (first.0, last.1);
+    let mut out = vec![];
+    for &(a, b) in before {
+        let (mut a, b) = (a.max(lo), b.min(hi));
+        if a >= b {
+            continue;
+        }
+        for &(x, y) in after {
+            if y <= a || x >= b {
+                continue;
+            }
+            if x > a {
+                out.push((a, x));
+            }
+            a = a.max(y);
+        }
+        if a < b {
+            out.push((a, b));
+        }
+    }
+    out
+}
+
 /// The changes of `runs` up to `through`, in order, each run's overlap skipped.
 pub fn changes<'a>(
     repo: &'a Repository,
@@ -429,4 +493,24 @@ pub fn diff(
             },
         )
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holes_are_what_is_lost_inside_the_kept_range() {
+        // Hourly fulls with their segments cover 0..300; keeping only the one at 200
+        // (and the newest) leaves 200..300 and drops 0..200 before it: no hole.
+        let before = vec![(0, 300)];
+        assert!(holes(&before, &[(200, 300)]).is_empty());
+        // Keeping the fulls at 0 and 200 without the segments of 100: 100..200 lost.
+        assert_eq!(holes(&before, &[(0, 100), (200, 300)]), vec![(100, 200)]);
+        assert_eq!(
+            holes(&[(0, 50), (60, 300)], &[(0, 10), (200, 300)]),
+            vec![(10, 50), (60, 200)]
+        );
+        assert!(holes(&before, &[]).is_empty());
+    }
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::connect::{choose, describe, survey, EtcdError, EtcdOptions, MemberStatus};
 use super::status::TrailerHash;
 use crate::repo::chunker::StreamKind;
-use crate::repo::snapshot::{Snapshot, SnapshotId, Source};
+use crate::repo::snapshot::{Labels, Snapshot, SnapshotId, Source};
 use crate::repo::stream::{self, StreamBackup};
 use crate::repo::Repository;
 use crate::store::Store;
@@ -82,7 +82,7 @@ pub struct Taken {
 pub fn take(
     repo: &Repository,
     opts: &EtcdOptions,
-    tags: Vec<String>,
+    labels: &Labels,
     on_progress: &mut dyn FnMut(u64),
 ) -> Result<Taken, EtcdError> {
     let store = repo.store();
@@ -118,7 +118,7 @@ pub fn take(
             paths: vec![source_name(&source.cluster_id)],
             meta: Default::default(),
         },
-        tags,
+        labels: labels.clone(),
     };
     let written = stream::write(repo, &mut reader, spec, on_progress);
     if let Some(detail) = reader.error.take() {

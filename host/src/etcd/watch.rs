@@ -30,7 +30,7 @@ use super::mvcc::{Change, KeyValue};
 use super::pitr::Timeline;
 use super::snapshot;
 use crate::repo::chunker::StreamKind;
-use crate::repo::snapshot::{SnapshotId, Source};
+use crate::repo::snapshot::{Labels, SnapshotId, Source};
 use crate::repo::stream::{self, StreamBackup};
 use crate::repo::Repository;
 
@@ -51,7 +51,7 @@ pub struct CaptureOptions {
     /// Ask for a progress notification when nothing arrived for this long, and
     /// reconnect after three times this without an answer.
     pub heartbeat: Duration,
-    pub tags: Vec<String>,
+    pub labels: Labels,
 }
 
 impl CaptureOptions {
@@ -180,7 +180,7 @@ impl Capture<'_> {
                 paths: vec![snapshot::source_name(&self.cluster_id)],
                 meta: Default::default(),
             },
-            tags: self.cap.tags.clone(),
+            labels: self.cap.labels.clone(),
         };
         let mut written = stream::write(self.repo, p.buf.as_slice(), spec, &mut |_| {})?;
         let info = SegmentInfo {
@@ -213,7 +213,7 @@ impl Capture<'_> {
     /// capture goes on from its revision (`jump`); otherwise it goes on where it was,
     /// so that the chain from the previous snapshot has no gap.
     fn full_snapshot(&mut self, reason: String, jump: bool) -> Result<i64, EtcdError> {
-        let taken = snapshot::take(self.repo, self.opts, self.cap.tags.clone(), &mut |_| {})?;
+        let taken = snapshot::take(self.repo, self.opts, &self.cap.labels, &mut |_| {})?;
         self.base = taken.id.to_string();
         self.summary.full_snapshots += 1;
         self.last_full = Instant::now();

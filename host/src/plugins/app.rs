@@ -17,7 +17,7 @@ use super::policy::Grants;
 use super::runtime::{Loaded, Runtime};
 use super::PluginError;
 use crate::repo::chunker::StreamKind;
-use crate::repo::snapshot::{Snapshot, SnapshotId, Source as SnapshotSource};
+use crate::repo::snapshot::{Labels, Snapshot, SnapshotId, Source as SnapshotSource};
 use crate::repo::stream::{self, StreamBackup, StreamReader};
 use crate::repo::Repository;
 
@@ -44,7 +44,7 @@ pub fn backup(
     grants: Grants,
     target: &str,
     opts: &JobOptions,
-    tags: Vec<String>,
+    labels: Labels,
 ) -> Result<Outcome, PluginError> {
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let spec = StreamBackup {
@@ -55,7 +55,7 @@ pub fn backup(
             paths: vec![target.to_string()],
             meta: Default::default(),
         },
-        tags,
+        labels,
     };
     let (run, written) = std::thread::scope(|s| {
         let writer =

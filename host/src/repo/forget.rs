@@ -41,23 +41,31 @@ pub struct GroupBy {
     pub host: bool,
     pub tags: bool,
     pub source: bool,
+    /// `auto`: the host counts for path backups only. An etcd snapshot's source names
+    /// its cluster and an application backup's its target, whichever machine (or a
+    /// CronJob's pod, with a new name every run) took it.
+    pub auto: bool,
 }
 
 impl GroupBy {
     pub fn parse(s: &str) -> Result<GroupBy, String> {
-        let mut g = GroupBy {
-            host: false,
-            tags: false,
-            source: false,
-        };
+        let mut g = GroupBy::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
+                "auto" => {
+                    g = GroupBy {
+                        host: true,
+                        tags: true,
+                        source: true,
+                        auto: true,
+                    }
+                }
                 "host" => g.host = true,
                 "tags" => g.tags = true,
                 "source" | "paths" => g.source = true,
                 other => {
                     return Err(format!(
-                        "unknown --group-by field `{other}`: use host, tags, source"
+                        "unknown --group-by field `{other}`: use auto, or host, tags, source"
                     ))
                 }
             }
@@ -67,7 +75,7 @@ impl GroupBy {
 
     pub fn key(&self, s: &Snapshot) -> String {
         let mut parts = vec![];
-        if self.host {
+        if self.host && !(self.auto && s.source.kind != "path") {
             parts.push(format!("host={}", s.host));
         }
         if self.tags {
@@ -281,6 +289,33 @@ mod tests {
         let r = &d.iter().find(|d| d.id.starts_with("03")).unwrap().reasons;
         assert_eq!(r, &vec!["last".to_string(), "within".to_string()]);
         assert!(GroupBy::parse("host,colour").is_err());
+    }
+
+    #[test]
+    fn auto_grouping_ignores_the_host_of_cluster_and_target_backups() {
+        let mut snaps = vec![
+            snap(1, "2026-01-01T00:00:00Z", "cronjob-pod-abc"),
+            snap(2, "2026-01-02T00:00:00Z", "cronjob-pod-def"),
+        ];
+        for (_, s) in &mut snaps {
+            s.source.kind = "etcd".into();
+            s.source.paths = vec!["etcd cluster 1".into()];
+        }
+        let p = Policy {
+            last: Some(1),
+            ..Default::default()
+        };
+        let auto = GroupBy::parse("auto").unwrap();
+        assert_eq!(kept(&decide(&p, auto, &snaps, &TimeZone::UTC)), vec!["02"]);
+        // By host, each pod is a group of its own and nothing is ever forgotten.
+        let by_host = GroupBy::parse("host,tags,source").unwrap();
+        assert_eq!(kept(&decide(&p, by_host, &snaps, &TimeZone::UTC)).len(), 2);
+        // Path backups still group by host.
+        let paths = vec![
+            snap(3, "2026-01-01T00:00:00Z", "a"),
+            snap(4, "2026-01-02T00:00:00Z", "b"),
+        ];
+        assert_eq!(kept(&decide(&p, auto, &paths, &TimeZone::UTC)).len(), 2);
     }
 
     #[test]

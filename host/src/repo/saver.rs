@@ -421,7 +421,7 @@ mod tests {
                 paths: vec!["data".into()],
                 meta: Default::default(),
             },
-            tags: vec![],
+            labels: Default::default(),
         }
     }
 

@@ -31,6 +31,21 @@ pub struct Source {
     pub meta: BTreeMap<String, serde_json::Value>,
 }
 
+/// What a backup is labelled with besides its source: tags, and the host name it is
+/// recorded under (the machine's, unless given: a CronJob's pod has a new name every
+/// run).
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+}
+
+impl Labels {
+    pub fn tags(tags: Vec<String>) -> Labels {
+        Labels { tags, host: None }
+    }
+}
+
 /// Sizes and counts of one backup.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
@@ -88,6 +103,14 @@ impl Snapshot {
             parent: None,
             summary: Summary::default(),
             warnings: vec![],
+        }
+    }
+
+    /// Puts `labels` on the record.
+    pub fn label(&mut self, labels: &Labels) {
+        self.tags = labels.tags.clone();
+        if let Some(h) = &labels.host {
+            self.host = h.clone();
         }
     }
 

@@ -11,7 +11,7 @@ use super::chunker::{self, StreamKind};
 use super::index::Locations;
 use super::pack;
 use super::saver::{load_known, Saver};
-use super::snapshot::{Snapshot, SnapshotId, Source};
+use super::snapshot::{Labels, Snapshot, SnapshotId, Source};
 use super::tree::{Node, NodeKind, Tree};
 use super::{RepoError, Repository, Result};
 
@@ -21,7 +21,7 @@ pub struct StreamBackup {
     pub name: String,
     pub chunking: StreamKind,
     pub source: Source,
-    pub tags: Vec<String>,
+    pub labels: Labels,
 }
 
 /// The outcome of a stream backup before its record is written.
@@ -59,7 +59,7 @@ pub fn write<R: Read>(
     let root = Tree { nodes: vec![node] }.save(&saver)?;
     let stats = saver.finish()?;
     let mut snapshot = Snapshot::new(spec.source, root);
-    snapshot.tags = spec.tags;
+    snapshot.label(&spec.labels);
     let s = &mut snapshot.summary;
     s.files = 1;
     s.total_bytes = total;
@@ -348,7 +348,7 @@ mod tests {
                 paths: vec![name.into()],
                 meta: Default::default(),
             },
-            tags: vec![],
+            labels: Labels::default(),
         }
     }
 

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 
-use super::context::GlobalArgs;
+use super::context::{GlobalArgs, LabelArgs};
 use super::exit;
 use super::output;
 use crate::etcd::connect::EtcdOptions;
@@ -112,9 +112,8 @@ impl ConnectArgs {
 pub struct SnapshotArgs {
     #[command(flatten)]
     connect: ConnectArgs,
-    /// Tag the snapshot; repeatable
-    #[arg(short, long)]
-    tag: Vec<String>,
+    #[command(flatten)]
+    labels: LabelArgs,
 }
 
 #[derive(Args)]
@@ -175,7 +174,7 @@ fn take(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
     let repo = g.open()?;
     let opts = a.connect.options();
     let bar = output::bar(g.progress(), None, "{spinner} {msg}");
-    let taken = snapshot::take(&repo, &opts, a.tag, &mut |n| {
+    let taken = snapshot::take(&repo, &opts, &a.labels.labels(), &mut |n| {
         bar.set_message(format!("{} streamed", output::bytes(n)))
     })?;
     bar.finish_and_clear();

@@ -172,7 +172,8 @@ fn database(g: &GlobalArgs, a: &RestoreArgs, work_dir: &Path) -> Result<(Databas
             let (db, from) = source(g, what, work_dir)?;
             match a.bump_revision {
                 Some(n) => (
-                    db.rewritten(&mut std::iter::empty(), Some(n), lease_ttl(&a))?.0,
+                    db.rewritten(&mut std::iter::empty(), Some(n), lease_ttl(&a))?
+                        .0,
                     from,
                     0,
                 ),

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
+use crate::cli::context::LabelArgs;
+
 use super::ConnectArgs;
 use crate::cli::context::GlobalArgs;
 use crate::cli::{exit, output};
@@ -32,9 +34,8 @@ pub struct WatchArgs {
     /// retention can let older chains go); `0s` never
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     full_every: Duration,
-    /// Tag the segments and snapshots; repeatable
-    #[arg(short, long)]
-    tag: Vec<String>,
+    #[command(flatten)]
+    labels: LabelArgs,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -75,7 +76,7 @@ pub fn run(g: &GlobalArgs, a: WatchArgs) -> Result<i32> {
         run_for: a.run_for,
         full_every: (!a.full_every.is_zero()).then_some(a.full_every),
         heartbeat: CaptureOptions::default_heartbeat(a.segment_interval),
-        tags: a.tag,
+        labels: a.labels.labels(),
     };
     let json = g.json;
     let summary = watch::capture(&repo, &opts, &cap, stop, &mut |p| {
