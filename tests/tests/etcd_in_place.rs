@@ -167,57 +167,153 @@ fn in_place_restore_on_a_kubeadm_style_node_and_rollback() {
     .expect_code(1);
 }
 
+/// A node laid out like a kubeadm control-plane node of a multi-member cluster: its
+/// etcd manifest (naming every member) followed by a stand-in for the kubelet.
+struct Node {
+    manifest: std::path::PathBuf,
+    endpoint: String,
+    _kubelet: StaticPodRunner,
+}
+
+fn three_nodes(env: &Env) -> Vec<Node> {
+    let members: Vec<Member> = (1..=3).map(|i| Member::new(&format!("cp{i}"))).collect();
+    let cluster = ballast_tests::etcd::initial_cluster(&members);
+    let nodes: Vec<Node> = members
+        .iter()
+        .map(|m| {
+            let root = env.path(&m.name);
+            let manifests = root.join("etc/kubernetes/manifests");
+            std::fs::create_dir_all(&manifests).unwrap();
+            let endpoint = format!("127.0.0.1:{}", m.client);
+            let manifest = manifests.join("etcd.yaml");
+            std::fs::write(
+                &manifest,
+                format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: etcd, namespace: kube-system}}\n\
+                     spec:\n  containers:\n  - name: etcd\n    command:\n\
+                     \x20   - etcd\n    - --name={name}\n    - --data-dir={data}\n\
+                     \x20   - --listen-client-urls=http://{endpoint}\n    - --advertise-client-urls=http://{endpoint}\n\
+                     \x20   - --listen-peer-urls={peer}\n    - --initial-advertise-peer-urls={peer}\n\
+                     \x20   - --initial-cluster={cluster}\n",
+                    name = m.name,
+                    data = root.join("var/lib/etcd").display(),
+                    peer = m.peer_url()
+                ),
+            )
+            .unwrap();
+            let kubelet = StaticPodRunner::start(manifest.clone(), root.join("etcd.log"));
+            Node {
+                manifest,
+                endpoint,
+                _kubelet: kubelet,
+            }
+        })
+        .collect();
+    for n in &nodes {
+        wait_healthy(&n.endpoint);
+    }
+    nodes
+}
+
+fn cluster_id(endpoint: &str) -> u64 {
+    let out = etcdctl(endpoint, &["endpoint", "status", "-w", "json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["Status"]["header"]["cluster_id"].as_u64().unwrap()
+}
+
+fn member_count(endpoint: &str) -> usize {
+    let out = etcdctl(endpoint, &["member", "list", "-w", "json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["members"].as_array().unwrap().len()
+}
+
 /// One member of a three-member cluster restored alone would start a cluster of its
-/// own beside the others: refused, naming the members; with --cluster-stopped, only
-/// once the other members no longer answer.
+/// own beside the others: refused, naming the members. With --whole-cluster on one
+/// node only, the others keep running the old cluster: it gives up and puts etcd back.
+/// Run on every node at once, the three restored members form one new cluster (a new
+/// cluster id) holding the snapshot's data.
 #[test]
-fn in_place_restore_of_one_member_of_a_cluster_is_refused() {
-    let cluster = ballast_tests::etcd::Etcd::start_cluster(3);
-    let first = &cluster[0];
+fn whole_cluster_in_place_restore_on_three_kubeadm_style_nodes() {
     let env = Env::init_local();
-    env.json(&["etcd", "snapshot", "--endpoints", &first.endpoint]);
-    let manifest = env.path("etcd.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: etcd, namespace: kube-system}}\n\
-             spec:\n  containers:\n  - name: etcd\n    command:\n\
-             \x20   - etcd\n    - --name={}\n    - --data-dir={}\n\
-             \x20   - --initial-cluster={}\n",
-            first.member.name,
-            env.path("data").display(),
-            first.initial_cluster
-        ),
-    )
-    .unwrap();
-    let m = manifest.to_str().unwrap();
-    let run = |extra: &[&str]| {
+    let nodes = three_nodes(&env);
+    let first = &nodes[0].endpoint;
+    for i in 0..20 {
+        assert!(etcdctl(first, &["put", &format!("/app/{i}"), "good"])
+            .status
+            .success());
+    }
+    let snap = env.json(&["etcd", "snapshot", "--endpoints", first]);
+    let id = snap["snapshot_id"].as_str().unwrap().to_string();
+    assert!(etcdctl(first, &["del", "/app/", "--prefix"])
+        .status
+        .success());
+    assert!(etcdctl(first, &["put", "/oops", "1"]).status.success());
+    let old_id = cluster_id(first);
+
+    let restore = |node: &Node, extra: &[&str]| {
         let mut args = vec![
             "etcd",
             "restore",
-            "latest",
+            &id,
             "--in-place",
             "--manifest",
-            m,
+            node.manifest.to_str().unwrap(),
             "--yes",
             "--endpoints",
-            &first.endpoint,
+            &node.endpoint,
         ];
         args.extend_from_slice(extra);
         env.run(&args)
     };
-    let out = run(&[]).expect_code(1);
+    let out = restore(&nodes[0], &[]).expect_code(1);
     assert!(
-        out.stderr.contains("one of 3 members (m1, m2, m3)")
-            && out.stderr.contains("--cluster-stopped"),
+        out.stderr.contains("one of 3 members (cp1, cp2, cp3)")
+            && out.stderr.contains("--whole-cluster"),
         "{}",
         out.stderr
     );
-    let out = run(&["--cluster-stopped"]).expect_code(1);
+    let out = restore(&nodes[0], &["--whole-cluster", "--wait", "3s"]).expect_code(1);
     assert!(
-        out.stderr.contains("other members still answer"),
+        out.stderr.contains("still run the cluster being replaced"),
         "{}",
         out.stderr
     );
-    assert!(manifest.exists(), "nothing was touched");
+    assert!(nodes[0].manifest.exists(), "the manifest is back");
+    wait_healthy(first);
+    assert_eq!(get(first, "/oops").as_deref(), Some("1"), "nothing changed");
+
+    let outs: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let runs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let restore = &restore;
+                s.spawn(move || {
+                    restore(n, &["--whole-cluster", "--wait", "60s", "--json"])
+                        .ok()
+                        .json()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (n, out) in nodes.iter().zip(&outs) {
+        assert_eq!(
+            out["in_place"]["keys"], out["restored"]["keys"],
+            "{}: {out}",
+            n.endpoint
+        );
+        assert_eq!(get(&n.endpoint, "/app/7").as_deref(), Some("good"));
+        assert_eq!(get(&n.endpoint, "/oops"), None);
+        assert_eq!(member_count(&n.endpoint), 3);
+    }
+    let new_id = cluster_id(first);
+    assert_ne!(new_id, old_id, "a new cluster");
+    for n in &nodes[1..] {
+        assert_eq!(cluster_id(&n.endpoint), new_id, "one cluster");
+    }
+    // The three form one cluster: a write on one is read on another.
+    assert!(etcdctl(first, &["put", "/after", "yes"]).status.success());
+    assert_eq!(get(&nodes[2].endpoint, "/after").as_deref(), Some("yes"));
 }

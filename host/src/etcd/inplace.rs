@@ -268,12 +268,18 @@ fn start(
     }
 }
 
-/// The members of the cluster this node's etcd belongs to, by name, with the client
-/// URLs the live member list gives (none for members only the manifest names).
-fn cluster_members(
-    manifest: &Manifest,
-    opts: &EtcdOptions,
-) -> Result<Vec<(String, Vec<String>)>, EtcdError> {
+/// The cluster this node's etcd belongs to, as seen before the restore.
+struct Cluster {
+    /// Member names, with the client URLs the live member list gives (none for
+    /// members only the manifest names).
+    members: Vec<(String, Vec<String>)>,
+    /// The cluster id, when this node's etcd answered.
+    live_id: Option<u64>,
+}
+
+/// The members from the manifest's `--initial-cluster` and, when this node's etcd
+/// answers, its live member list (kubeadm's first node names only itself).
+fn cluster(manifest: &Manifest, opts: &EtcdOptions) -> Result<Cluster, EtcdError> {
     let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(cluster) = manifest.flag("initial-cluster") {
         for entry in cluster.split(',').filter(|e| !e.is_empty()) {
@@ -281,7 +287,7 @@ fn cluster_members(
             members.entry(name.to_string()).or_default();
         }
     }
-    // The live list, when the member answers (a member without quorum may not).
+    // A member without quorum may not answer the list.
     let rt = runtime()?;
     let live = rt.block_on(async {
         let ep = opts.endpoints.first().cloned().unwrap_or_default();
@@ -291,6 +297,10 @@ fn cluster_members(
             .ok()?
             .ok()
     });
+    let live_id = live
+        .as_ref()
+        .and_then(|l| l.header())
+        .map(|h| h.cluster_id());
     if let Some(list) = live {
         for m in list.members() {
             let name = if m.name().is_empty() {
@@ -304,61 +314,110 @@ fn cluster_members(
                 .extend(m.client_urls().iter().cloned());
         }
     }
-    Ok(members.into_iter().collect())
+    Ok(Cluster {
+        members: members.into_iter().collect(),
+        live_id,
+    })
 }
 
 /// Refuses to restore one member of a cluster alone: the restored member would start
-/// a new cluster of its own beside the others (a split). With `cluster_stopped`, the
-/// operator says every member is stopped and will be restored from the same
-/// snapshot: the other members must not answer.
+/// a new cluster of its own beside the others (a split). With `whole_cluster`, the
+/// operator says every member is being restored from the same snapshot.
 fn check_members(
     manifest: &Manifest,
+    cluster: &Cluster,
     opts: &EtcdOptions,
-    cluster_stopped: bool,
+    whole_cluster: bool,
 ) -> Result<(), EtcdError> {
     let (me, _, _) = manifest.member()?;
-    let members = cluster_members(manifest, opts)?;
-    if members.len() <= 1 {
+    if whole_cluster {
         return Ok(());
     }
-    let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
-    if !cluster_stopped {
+    if cluster.live_id.is_none() {
         return Err(err(format!(
-            "etcd on this node ({}) is one of {} members ({}): restoring it alone would start a \
-             new cluster beside the others and split it. To restore the cluster in place, stop \
-             etcd on every member (move each etcd manifest aside), then run this restore on each \
-             node with the same snapshot and --cluster-stopped",
+            "etcd on this node does not answer at {}, so ballast cannot see which members              its cluster has. If every member is being restored from this snapshot (or this              is the only member), pass --whole-cluster",
+            opts.endpoints.join(",")
+        )));
+    }
+    if cluster.members.len() > 1 {
+        let names: Vec<&str> = cluster.members.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(err(format!(
+            "etcd on this node ({}) is one of {} members ({}): restoring it alone would start a              new cluster beside the others and split it. To restore the cluster in place, run              this restore on every member at about the same time, with the same snapshot and              --whole-cluster",
             me.name,
-            members.len(),
+            cluster.members.len(),
             names.join(", ")
         )));
     }
-    let others: Vec<String> = members
+    Ok(())
+}
+
+/// After this node's etcd stopped: waits until no other member answers as a member of
+/// the cluster being replaced (a restored member answers with the new cluster id).
+fn wait_for_others(
+    manifest: &Manifest,
+    cluster: &Cluster,
+    opts: &EtcdOptions,
+    within: Duration,
+    report: &mut dyn FnMut(String),
+) -> Result<(), EtcdError> {
+    let Some(old_id) = cluster.live_id else {
+        return Ok(());
+    };
+    let (me, _, _) = manifest.member()?;
+    let others: Vec<String> = cluster
+        .members
         .iter()
         .filter(|(n, _)| *n != me.name)
         .flat_map(|(_, urls)| urls.iter().cloned())
         .collect();
-    let rt = runtime()?;
-    let answering: Vec<String> = rt.block_on(async {
-        let probe = EtcdOptions {
-            endpoints: others.clone(),
-            ..opts.clone()
-        };
-        survey(&probe)
-            .await
-            .into_iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(ep, _)| ep)
-            .collect()
-    });
-    if !answering.is_empty() {
-        return Err(err(format!(
-            "--cluster-stopped, but other members still answer at {}: stop etcd on every \
-             member first",
-            answering.join(", ")
-        )));
+    if others.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let probe = EtcdOptions {
+        endpoints: others,
+        ..opts.clone()
+    };
+    let rt = runtime()?;
+    let deadline = Instant::now() + within;
+    let mut said = false;
+    loop {
+        let running: Vec<String> = rt
+            .block_on(survey(&probe))
+            .into_iter()
+            .filter_map(|(ep, r)| {
+                let id = u64::from_str_radix(&r.ok()?.cluster_id, 16).ok()?;
+                (id == old_id).then_some(ep)
+            })
+            .collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!(
+                "the other members still run the cluster being replaced at {} after {within:?}:                  run this restore on every member at about the same time",
+                running.join(", ")
+            )));
+        }
+        if !said {
+            report(format!(
+                "waiting for the other members to stop: {}",
+                running.join(", ")
+            ));
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The cluster token the restored members share: derived from the restored database,
+/// so every member restored from the same data forms one new cluster, with a new
+/// cluster id that no member still on the old data can join.
+fn restored_token(db: &Database) -> Result<String, EtcdError> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(&db.path).map_err(|e| io(&db.path, e))?;
+    let mut hash = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hash).map_err(|e| io(&db.path, e))?;
+    Ok(format!("ballast-{}", &hex::encode(hash.finalize())[..16]))
 }
 
 /// Restores `db` into the data directory of the manifest's member, in place.
@@ -370,15 +429,16 @@ pub fn restore(
     changes_applied: u64,
     opts: &EtcdOptions,
     waits: &Waits,
-    cluster_stopped: bool,
+    whole_cluster: bool,
     report: &mut dyn FnMut(String),
 ) -> Result<(Restored, Outcome), EtcdError> {
-    check_members(manifest, opts, cluster_stopped)?;
-    let (member, initial_cluster, token) = manifest.member()?;
+    let cluster = cluster(manifest, opts)?;
+    check_members(manifest, &cluster, opts, whole_cluster)?;
+    let (member, initial_cluster, _) = manifest.member()?;
     let plan = Plan {
         members: vec![member.clone()],
         initial_cluster,
-        initial_cluster_token: token,
+        initial_cluster_token: restored_token(db)?,
         bump_revision,
         move_existing: false,
         tool,
@@ -389,6 +449,12 @@ pub fn restore(
         manifest.path.display()
     ));
     let aside = stop(manifest, opts, waits, &stamp)?;
+    if let Err(e) = wait_for_others(manifest, &cluster, opts, waits.stop, report) {
+        std::fs::rename(&aside, &manifest.path).map_err(|e| io(&aside, e))?;
+        return Err(err(format!(
+            "{e}; the manifest is back in place and nothing changed"
+        )));
+    }
     let data_dir = &member.data_dir;
     let previous = PathBuf::from(format!("{}.ballast-{stamp}", data_dir.display()));
     if data_dir.exists() {

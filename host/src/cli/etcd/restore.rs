@@ -84,11 +84,13 @@ pub struct RestoreArgs {
     /// Do not ask for confirmation (--in-place, --rollback)
     #[arg(long)]
     yes: bool,
-    /// --in-place on one member of a multi-member cluster: etcd is stopped on every
-    /// member, and each will be restored from the same snapshot (checked: the other
-    /// members must not answer)
+    /// --in-place as one of the restores of every member from the same snapshot (run
+    /// on each control-plane node at about the same time): after this node's etcd
+    /// stops, waits until no other member runs the old cluster; the restored members
+    /// form a new cluster that no member left on the old data can join. Also needed
+    /// when this node's etcd does not answer, so its member list cannot be read
     #[arg(long, requires = "in_place")]
-    cluster_stopped: bool,
+    whole_cluster: bool,
     /// How long to wait for etcd to stop, and to start (--in-place, --rollback)
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     wait: std::time::Duration,
@@ -238,7 +240,7 @@ fn in_place(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         replayed,
         &opts,
         &waits,
-        a.cluster_stopped,
+        a.whole_cluster,
         &mut report,
     )?;
     if g.json {
