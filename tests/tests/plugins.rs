@@ -284,3 +284,65 @@ plugins:
         "{out:?}"
     );
 }
+
+/// An installed binary (`PREFIX/bin/ballast`, outside any checkout, run from another
+/// directory) finds the catalog `guest-plugins/build --install PREFIX` put in
+/// `PREFIX/share/ballast`, and every listed component passes its digest check there.
+/// Without one, the error names every place it looked.
+#[test]
+fn an_installed_binary_finds_its_catalog() {
+    built();
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("usr-local");
+    let out = Command::new("bash")
+        .arg(root().join("guest-plugins/build"))
+        .args(["--install", prefix.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let install = |prefix: &std::path::Path| {
+        std::fs::create_dir_all(prefix.join("bin")).unwrap();
+        let bin = prefix.join("bin/ballast");
+        std::fs::copy(ballast_tests::ballast_bin(), &bin).unwrap();
+        bin
+    };
+    let list = |bin: &std::path::Path| {
+        Command::new(bin)
+            .args(["plugin", "list", "--json"])
+            .current_dir(tmp.path())
+            .env_remove("BALLAST_CATALOG")
+            .output()
+            .unwrap()
+    };
+    let out = list(&install(&prefix));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert!(rows.len() >= 4, "{v}");
+    for r in rows {
+        assert_eq!(r["state"], "ok", "{r}");
+        assert!(r["component"]
+            .as_str()
+            .unwrap()
+            .starts_with(prefix.join("share/ballast/plugins").to_str().unwrap()));
+    }
+
+    let bare = tmp.path().join("opt");
+    let out = list(&install(&bare));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no plugin catalog found")
+            && stderr.contains(bare.join("share/ballast/catalog.toml").to_str().unwrap())
+            && stderr.contains("--catalog"),
+        "{stderr}"
+    );
+}

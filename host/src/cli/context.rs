@@ -36,7 +36,13 @@ impl LabelArgs {
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
     /// Repository location: a path, file://, s3://BUCKET/PREFIX, gs://..., az://...
-    #[arg(short = 'r', long, env = "BALLAST_REPO", global = true)]
+    #[arg(
+        short = 'r',
+        long,
+        env = "BALLAST_REPO",
+        hide_env_values = true,
+        global = true
+    )]
     pub repo: Option<String>,
 
     /// Read the password from this file (first line)
@@ -93,7 +99,12 @@ pub fn init_logging(g: &GlobalArgs) {
 impl GlobalArgs {
     pub fn location(&self) -> Result<Location> {
         let Some(repo) = &self.repo else {
-            bail!("no repository given: pass --repo LOCATION or set BALLAST_REPO (a path, or s3://BUCKET/PREFIX, ...)");
+            return Err(super::Usage(
+                "no repository given: pass --repo LOCATION or set BALLAST_REPO (a path, or \
+                 s3://BUCKET/PREFIX, ...)"
+                    .into(),
+            )
+            .into());
         };
         Ok(Location::parse(repo)?)
     }

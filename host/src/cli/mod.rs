@@ -33,7 +33,26 @@ pub mod exit {
     pub const CHECK_FAILED: i32 = 12;
     /// Another prune, forget or repair-index holds the repository's lease.
     pub const LOCKED: i32 = 13;
+
+    /// The name `--json` error objects give an exit code.
+    pub fn kind(code: i32) -> &'static str {
+        match code {
+            OK => "ok",
+            USAGE => "usage",
+            PARTIAL => "partial",
+            NO_REPOSITORY => "no_repository",
+            WRONG_PASSWORD => "wrong_password",
+            CHECK_FAILED => "check_failed",
+            LOCKED => "locked",
+            _ => "failure",
+        }
+    }
 }
+
+/// A mistake in how a command was called that parsing could not see (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 #[derive(Parser)]
 #[command(
@@ -102,21 +121,31 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
+            if !e.use_stderr() {
+                let _ = e.print(); // --help, --version
+                return exit::OK;
+            }
             let _ = e.print();
-            return code;
+            if std::env::args().any(|a| a == "--json") {
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or_default();
+                output::error_json(exit::USAGE, first.trim_start_matches("error: "));
+            }
+            return exit::USAGE;
         }
     };
     context::init_logging(&cli.global);
+    let json = cli.global.json;
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", output::error_chain(&e));
-            exit_code(&e)
+            let code = exit_code(&e);
+            let message = output::error_chain(&e);
+            eprintln!("error: {message}");
+            if json {
+                output::error_json(code, &message);
+            }
+            code
         }
     }
 }
@@ -144,6 +173,9 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     use crate::repo::RepoError;
     use crate::store::StoreError;
     for cause in e.chain() {
+        if cause.downcast_ref::<Usage>().is_some() {
+            return exit::USAGE;
+        }
         if let Some(r) = cause.downcast_ref::<RepoError>() {
             return match r {
                 RepoError::NotARepository { .. }

@@ -38,6 +38,18 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// With `--json`, a failure is a JSON object on stdout too, where the output would
+/// have been: `{"error": {"message", "kind", "exit_code"}}`.
+pub fn error_json(exit_code: i32, message: &str) {
+    let _ = json(&serde_json::json!({
+        "error": {
+            "message": message,
+            "kind": super::exit::kind(exit_code),
+            "exit_code": exit_code,
+        }
+    }));
+}
+
 /// A progress bar on stderr, or a hidden one when not on a terminal.
 pub fn bar(enabled: bool, total: Option<u64>, template: &str) -> ProgressBar {
     if !enabled {

@@ -20,7 +20,8 @@ use crate::plugins::{Job, JobOptions, Loaded, Runtime};
 /// How a plugin is found and what it may do.
 #[derive(Args, Clone)]
 pub struct PluginArgs {
-    /// The plugin catalog (default: guest-plugins/catalog.toml)
+    /// The plugin catalog (default: PREFIX/share/ballast/catalog.toml beside an
+    /// installed binary, else the checkout's guest-plugins/catalog.toml)
     #[arg(long, env = "BALLAST_CATALOG", global = true)]
     pub catalog: Option<PathBuf>,
     /// The plugin policy: targets and grants (default: /etc/ballast/plugins.yaml)

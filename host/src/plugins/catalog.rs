@@ -9,9 +9,33 @@ use sha2::{Digest, Sha256};
 
 use super::PluginError;
 
+/// The catalog's path inside a checkout of ballast.
+const IN_CHECKOUT: &str = "guest-plugins/catalog.toml";
+
 /// Where the catalog is looked for when neither `--catalog` nor `BALLAST_CATALOG`
-/// says: the checkout's own.
-pub const DEFAULT_PATH: &str = "guest-plugins/catalog.toml";
+/// says, in order: beside an installed binary (`PREFIX/bin/ballast` reads
+/// `PREFIX/share/ballast/catalog.toml`, as `guest-plugins/build --install PREFIX`
+/// lays it out), the checkout a binary was built in (`target/*/ballast`), and the
+/// checkout in the current directory.
+pub fn default_paths() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) {
+        if let Some(bin) = exe.parent() {
+            if let Some(prefix) = bin.parent() {
+                paths.push(prefix.join("share/ballast/catalog.toml"));
+            }
+            // target/debug/ballast, target/release/ballast, target/x86_64-.../release/ballast
+            for root in bin.ancestors().skip(1).take(3) {
+                if root.join("Cargo.toml").is_file() {
+                    paths.push(root.join(IN_CHECKOUT));
+                    break;
+                }
+            }
+        }
+    }
+    paths.push(PathBuf::from(IN_CHECKOUT));
+    paths
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,9 +72,26 @@ pub struct Resolved {
 
 impl Catalog {
     pub fn load(path: Option<&Path>) -> Result<Catalog, PluginError> {
-        let path = path
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let tried = default_paths();
+                match tried.iter().find(|p| p.is_file()) {
+                    Some(p) => p.clone(),
+                    None => {
+                        return Err(PluginError::Catalog(format!(
+                            "no plugin catalog found (looked at {}); name it with --catalog or \
+                             BALLAST_CATALOG, or give the plugin as a path to its .wasm",
+                            tried
+                                .iter()
+                                .map(|p| p.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )))
+                    }
+                }
+            }
+        };
         let text = std::fs::read_to_string(&path).map_err(|e| {
             PluginError::Catalog(format!(
                 "reading {}: {e} (name the catalog with --catalog or BALLAST_CATALOG, or give the plugin as a path to its .wasm)",

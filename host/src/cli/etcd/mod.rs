@@ -73,7 +73,7 @@ pub(super) struct ConnectArgs {
     #[arg(long, env = "ETCDCTL_KEY")]
     key: Option<PathBuf>,
     /// User name, or NAME:PASSWORD
-    #[arg(long, env = "ETCDCTL_USER")]
+    #[arg(long, env = "ETCDCTL_USER", hide_env_values = true)]
     user: Option<String>,
     /// Password of --user
     #[arg(long, env = "ETCDCTL_PASSWORD", hide_env_values = true)]
