@@ -16,6 +16,8 @@ use ballast_tests::Env;
 struct Watcher {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// The threads that read its stdout and stderr.
+    readers: Vec<std::thread::JoinHandle<()>>,
     seen: Vec<String>,
 }
 
@@ -41,20 +43,22 @@ impl Watcher {
             .spawn()
             .unwrap();
         let (tx, rx) = mpsc::channel();
-        for out in [
+        let readers = [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
-        ] {
+        ]
+        .map(|out| {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     let _ = tx.send(line);
                 }
-            });
-        }
+            })
+        });
         let mut w = Watcher {
             child,
             lines: rx,
+            readers: readers.into(),
             seen: vec![],
         };
         w.wait_for("watching");
@@ -109,11 +113,29 @@ impl Watcher {
         }
     }
 
+    /// Waits (up to 60 s) until `n` output lines contain `text`.
+    fn wait_for_count(&mut self, text: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.seen.iter().filter(|l| l.contains(text)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!(
+                    "not {n} lines with `{text}`; the watcher said: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
     /// SIGTERM, then the exit status and everything it said.
     fn stop(mut self) -> Vec<String> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // Its output ends with it: the readers finish once they have sent every line.
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
         self.seen.extend(self.lines.try_iter());
         assert!(
             status.success(),
@@ -163,9 +185,13 @@ fn restore_to_a_revision_or_a_time_and_diff_between_revisions() {
         .success());
     let rev_a = etcd.revision();
     watcher.wait_stored(rev_a);
-    std::thread::sleep(Duration::from_millis(1200));
-    let time_a = jiff::Timestamp::now().to_string();
-    std::thread::sleep(Duration::from_millis(1200));
+    // A time after A's changes were stamped and before B's: B starts only once the
+    // clock has moved past it.
+    let time_a = jiff::Timestamp::now();
+    while jiff::Timestamp::now() <= time_a + Duration::from_millis(2) {
+        std::thread::yield_now();
+    }
+    let time_a = time_a.to_string();
 
     // Point B: a transaction (several changes in one revision) among the rest.
     etcd.put("/registry/b/x2", "b");
@@ -426,17 +452,18 @@ fn scheduled_full_snapshots_leave_no_gap_in_the_chain() {
     let env = Env::init_local();
     let mut watcher = Watcher::start_with(&env, &etcd, &["--full-every", "2s"]);
     let mut revisions = vec![];
-    for round in 0..5 {
+    for round in 0..4 {
         for i in 0..5 {
             etcd.put(&format!("/r{round}/{i}"), "v");
         }
         revisions.push(etcd.revision());
-        std::thread::sleep(std::time::Duration::from_millis(700));
+        // A scheduled full snapshot between each round and the next.
+        watcher.wait_for_count("scheduled", round + 1);
     }
     watcher.wait_stored(*revisions.last().unwrap());
     let said = watcher.stop();
     assert!(
-        said.iter().filter(|l| l.contains("scheduled")).count() >= 1,
+        said.iter().filter(|l| l.contains("scheduled")).count() >= 4,
         "{said:#?}"
     );
     // Every point restores, whichever full snapshot it starts from.

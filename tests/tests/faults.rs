@@ -228,7 +228,12 @@ fn prune_during_a_backup_does_not_harm_it() {
         .spawn()
         .unwrap();
     wait_for_pack(&env, &mut child);
+    // Hold the backup where it is (packs uploaded, nothing indexed), so that the prune
+    // certainly runs before the backup writes its index.
+    let pid = child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
     let pruned = env.json(&["repo", "prune"]);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
     assert!(
         pruned["packs_marked"].as_u64().unwrap() >= 1,
         "the running backup's packs are only marked: {pruned}"
