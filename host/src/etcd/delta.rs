@@ -39,6 +39,11 @@ pub enum Record {
     },
 }
 
+/// The longest record a segment may hold: a change carries a key, its value and its
+/// previous value, each bounded by etcd's request limit (1.5 MiB by default, rarely
+/// raised past 10 MiB). A longer length prefix means a damaged or crafted segment.
+pub const MAX_RECORD: usize = 256 * 1024 * 1024;
+
 /// Appends a record: a little-endian u32 length, then the record in postcard.
 pub fn encode(record: &Record, out: &mut Vec<u8>) {
     let body = postcard::to_allocvec(record).expect("records always serialize");
@@ -68,11 +73,25 @@ impl<R: Read> Iterator for Records<R> {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
             Err(e) => return Some(Err(BoltError(format!("reading captured changes: {e}")))),
         }
-        self.buf.resize(u32::from_le_bytes(len) as usize, 0);
-        if let Err(e) = self.input.read_exact(&mut self.buf) {
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_RECORD {
             return Some(Err(BoltError(format!(
-                "reading captured changes: a record is cut short: {e}"
+                "a captured change claims {len} bytes, more than any change etcd accepts"
             ))));
+        }
+        // Read what is there, not what the length claims: memory follows the data.
+        self.buf.clear();
+        match (&mut self.input)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+        {
+            Ok(n) if n == len => {}
+            Ok(n) => {
+                return Some(Err(BoltError(format!(
+                    "reading captured changes: a record is cut short ({n} of {len} bytes)"
+                ))))
+            }
+            Err(e) => return Some(Err(BoltError(format!("reading captured changes: {e}")))),
         }
         Some(
             postcard::from_bytes(&self.buf)
@@ -148,6 +167,22 @@ impl Full {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_length_prefix_past_the_limit_or_the_data_is_refused() {
+        let mut huge = u32::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(b"tiny");
+        let err = Records::new(&huge[..]).next().unwrap().unwrap_err();
+        assert!(err.0.contains("claims 4294967295 bytes"), "{err}");
+        // Within the limit but longer than what follows: cut short, and the buffer
+        // holds only what was there.
+        let mut short = (200u32 << 20).to_le_bytes().to_vec();
+        short.extend_from_slice(b"tiny");
+        let mut records = Records::new(&short[..]);
+        let err = records.next().unwrap().unwrap_err();
+        assert!(err.0.contains("cut short (4 of 209715200 bytes)"), "{err}");
+        assert!(records.buf.capacity() < 1 << 20);
+    }
 
     #[test]
     fn records_read_back_across_segment_boundaries() {

@@ -98,7 +98,12 @@ impl Catalog {
                 path.display()
             ))
         })?;
-        let mut c: Catalog = toml::from_str(&text)
+        Catalog::parse(&text, path)
+    }
+
+    /// A catalog's text, read from `path` (component paths are relative to it).
+    pub fn parse(text: &str, path: PathBuf) -> Result<Catalog, PluginError> {
+        let mut c: Catalog = toml::from_str(text)
             .map_err(|e| PluginError::Catalog(format!("{}: {e}", path.display())))?;
         c.path = path;
         Ok(c)

@@ -85,6 +85,11 @@ pub enum BlobError {
     HashMismatch(String),
 }
 
+/// The largest plaintext a blob may claim: more than any chunk or tree ballast
+/// writes (a blob lives in a pack of at most 128 MiB), and a bound on what a crafted
+/// blob can make a reader allocate.
+pub const MAX_PLAIN: usize = 512 * 1024 * 1024;
+
 /// Opens a sealed blob, decompresses it and checks that it hashes to `id`.
 pub fn open(keys: &Keys, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>, BlobError> {
     Opener::default().open(keys, id, sealed).map(<[u8]>::to_vec)
@@ -117,6 +122,12 @@ impl Opener {
             Some(&RAW) => &self.framed[1..],
             Some(&ZSTD) if self.framed.len() >= 5 => {
                 let raw_len = u32::from_le_bytes(self.framed[1..5].try_into().unwrap()) as usize;
+                if raw_len > MAX_PLAIN {
+                    return Err(BlobError::Format(
+                        id.to_string(),
+                        format!("it claims {raw_len} bytes, more than a blob holds"),
+                    ));
+                }
                 self.out.clear();
                 self.out.reserve(raw_len);
                 self.zstd
@@ -142,6 +153,17 @@ impl Opener {
 mod tests {
     use super::*;
     use crate::repo::crypto::MasterKey;
+
+    #[test]
+    fn a_blob_claiming_more_than_a_blob_holds_is_refused_before_allocating() {
+        let keys = MasterKey::generate().derive(true);
+        let mut framed = vec![ZSTD];
+        framed.extend_from_slice(&u32::MAX.to_le_bytes());
+        framed.extend(zstd::bulk::compress(b"x", 1).unwrap());
+        let sealed = keys.seal(Sealed::Blob, &framed);
+        let err = open(&keys, &BlobId([0; 32]), &sealed).unwrap_err().to_string();
+        assert!(err.contains("claims 4294967295 bytes"), "{err}");
+    }
 
     #[test]
     fn compressible_and_incompressible_round_trip() {

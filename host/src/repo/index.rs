@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::blob::{BlobId, BlobKind};
-use super::crypto::Sealed;
+use super::crypto::{Keys, Sealed};
 use super::pack::{PackEntry, PackId};
 use super::{RepoError, Repository, Result};
 
@@ -86,18 +86,35 @@ pub fn compact(
     Ok(n)
 }
 
-fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<IndexFile> {
+/// The most an index file may decompress to: far more than the index of any
+/// repository ballast writes one file for (about 60 bytes per blob), and a bound on
+/// what a crafted file can make a reader allocate.
+pub const MAX_PLAIN: u64 = 1 << 30;
+
+/// Opens, decompresses and decodes the sealed index file stored under `key`.
+pub fn decode(keys: &Keys, key: &str, sealed: &[u8]) -> Result<IndexFile> {
     let damaged = |detail: String| RepoError::Damaged {
         what: format!("index file {key}"),
         detail,
     };
-    let compressed = repo
-        .keys()
+    let compressed = keys
         .open(Sealed::Index, sealed)
         .map_err(|_| damaged("it fails authentication".into()))?;
-    let plain =
-        zstd::stream::decode_all(&compressed[..]).map_err(|e| damaged(format!("zstd: {e}")))?;
+    let plain = inflate(&compressed, MAX_PLAIN).map_err(damaged)?;
     postcard::from_bytes(&plain).map_err(|e| damaged(format!("cannot decode: {e}")))
+}
+
+/// Decompresses a zstd stream of at most `limit` bytes.
+fn inflate(compressed: &[u8], limit: u64) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    zstd::stream::read::Decoder::new(compressed)
+        .and_then(|d| d.take(limit + 1).read_to_end(&mut plain))
+        .map_err(|e| format!("zstd: {e}"))?;
+    if plain.len() as u64 > limit {
+        return Err(format!("it decompresses to more than {limit} bytes"));
+    }
+    Ok(plain)
 }
 
 const COMPACTED: &str = "c-";
@@ -195,7 +212,7 @@ fn pass(repo: &Repository, visit: &mut dyn FnMut(&str, IndexFile)) -> Result<Opt
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            let file = decode(repo, key, &bytes)?;
+            let file = decode(repo.keys(), key, &bytes)?;
             if first.contains(key) {
                 superseded.extend(file.supersedes.iter().cloned());
             }
@@ -380,6 +397,15 @@ impl KnownBlobs {
 mod tests {
     use super::*;
     use crate::repo::pack::PackId;
+
+    #[test]
+    fn a_stream_that_inflates_past_the_limit_is_refused() {
+        let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 19).unwrap();
+        assert!(bomb.len() < 1024);
+        let err = inflate(&bomb, 4096).unwrap_err();
+        assert!(err.contains("more than 4096 bytes"), "{err}");
+        assert_eq!(inflate(&bomb, 1 << 20).unwrap().len(), 1 << 20);
+    }
 
     fn delta(repo: &Repository, n: u8) -> String {
         let p = IndexPack {

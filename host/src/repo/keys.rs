@@ -110,6 +110,12 @@ impl KdfParams {
         parallelism: 1,
     };
 
+    /// Whether these parameters are within the limits (a record outside them is
+    /// refused before any key derivation is tried).
+    pub fn check(&self) -> Result<(), String> {
+        self.argon2().map(|_| ())
+    }
+
     /// The Argon2 parameters, or why these cannot be used.
     fn argon2(&self) -> Result<Params, String> {
         let (m, t, p) = (self.memory_kib, self.iterations, self.parallelism);

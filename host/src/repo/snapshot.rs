@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::blob::BlobId;
-use super::crypto::Sealed;
+use super::crypto::{Keys, Sealed};
 use super::{RepoError, Repository, Result};
 
 pub const PREFIX: &str = "snapshots/";
@@ -165,7 +165,7 @@ pub fn list_all(
         else {
             continue;
         };
-        match decode(repo, key, &bytes) {
+        match decode(repo.keys(), key, &bytes) {
             Ok(s) => out.push((id, s)),
             Err(e) => damaged.push((key.clone(), e)),
         }
@@ -188,7 +188,7 @@ fn check_size(key: &str, size: u64) -> Result<()> {
 }
 
 /// Opens and decodes a sealed snapshot record stored under `key`.
-pub fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<Snapshot> {
+pub fn decode(keys: &Keys, key: &str, sealed: &[u8]) -> Result<Snapshot> {
     let damaged = |detail: String| RepoError::Damaged {
         what: format!("snapshot record {key}"),
         detail,
@@ -196,8 +196,7 @@ pub fn decode(repo: &Repository, key: &str, sealed: &[u8]) -> Result<Snapshot> {
     if key.strip_prefix(PREFIX) != Some(hex::encode(blake3::hash(sealed).as_bytes()).as_str()) {
         return Err(damaged("its content does not hash to its name".into()));
     }
-    let json = repo
-        .keys()
+    let json = keys
         .open(Sealed::Snapshot, sealed)
         .map_err(|_| damaged("it fails authentication".into()))?;
     serde_json::from_slice(&json).map_err(|e| damaged(e.to_string()))
@@ -245,7 +244,7 @@ pub fn find(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
             let key = key(id);
             check_size(&key, *size)?;
             let bytes = repo.store().get(&key)?;
-            Ok((*id, decode(repo, &key, &bytes)?))
+            Ok((*id, decode(repo.keys(), &key, &bytes)?))
         }
         [] => Err(RepoError::NoSuchSnapshot(spec)),
         many => Err(RepoError::AmbiguousSnapshot {
