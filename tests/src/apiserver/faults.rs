@@ -1,0 +1,68 @@
+//! Fault injection: what a test asks the server to get wrong, and a log of the
+//! requests it served so that a test can see how a client behaved.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Faults to inject; all off by default. Set through
+/// [`TestApiServer::faults`](super::TestApiServer::faults) or `POST /_test/faults`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every request before it is handled, in milliseconds.
+    pub latency_ms: u64,
+    /// The next this many requests get 429 Too Many Requests.
+    pub throttle: u32,
+    /// The `Retry-After` of those 429s, in seconds.
+    pub retry_after_s: u32,
+    /// Requests whose path contains the key get 500, as many times as the value.
+    pub errors: HashMap<String, u32>,
+    /// A list page of these resources (`resource` or `resource.group`) sends some
+    /// items and then drops the connection, once each.
+    pub drop_list: HashMap<String, DropAt>,
+    /// Group versions (`metrics.k8s.io/v1beta1`) whose discovery fails with 503
+    /// and this message, as a broken aggregated APIService does.
+    pub broken_groups: HashMap<String, String>,
+    /// Resources (`resource` or `resource.group`) that list and get 403 Forbidden.
+    pub forbidden: HashSet<String>,
+    /// After this many more pages of a resource (`resource` or `resource.group`)
+    /// are served, the store is written to and compacted, once: continue tokens of
+    /// lists begun before expire (410 Gone).
+    pub compact_after_pages: HashMap<String, u32>,
+    /// The bearer token every request must carry; none needed when empty.
+    pub token: String,
+}
+
+/// Where a list is cut: after `pages` more whole pages of the resource, the next
+/// page sends `items` items and drops the connection.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DropAt {
+    pub pages: u32,
+    pub items: usize,
+}
+
+impl Faults {
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.latency_ms)
+    }
+}
+
+/// One request as served.
+#[derive(Debug, Clone, Serialize)]
+pub struct Served {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+    /// Items a list sent.
+    pub items: usize,
+    pub user_agent: String,
+}
+
+/// Whether `rule` (`resource` or `resource.group`) names this resource.
+pub fn names(rule: &str, resource: &str, group: &str) -> bool {
+    rule == resource || (!group.is_empty() && rule == format!("{resource}.{group}"))
+}
