@@ -2,9 +2,11 @@
 //! repository in a temporary directory, real object stores on loopback (Garage for
 //! S3, Azurite for Azure Blob), and comparing directory trees.
 
+pub mod apiserver;
 pub mod azurite;
 pub mod etcd;
 pub mod garage;
+pub mod kube;
 pub mod kubelet;
 pub mod plugins;
 pub mod trees;

@@ -1,4 +1,4 @@
-//! `ballast backup path DIR...`; `backup app` is in `app.rs`.
+//! `ballast backup path DIR...`; `backup app` is in `app.rs`, `backup kube` in `kube.rs`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -18,6 +18,8 @@ pub enum BackupCommand {
     Path(PathArgs),
     /// Dump an application through a plugin: quiesce, dump, unquiesce
     App(super::app::BackupAppArgs),
+    /// Capture Kubernetes objects through the API (the whole cluster, or namespaces)
+    Kube(super::kube::BackupKubeArgs),
 }
 
 #[derive(Args)]
@@ -51,6 +53,7 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> Result<i32> {
     match cmd {
         BackupCommand::Path(a) => path(g, a),
         BackupCommand::App(a) => super::app::backup(g, a),
+        BackupCommand::Kube(a) => super::kube::backup(g, a),
     }
 }
 

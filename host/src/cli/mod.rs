@@ -8,6 +8,7 @@ mod demo;
 mod etcd;
 mod forget;
 mod key;
+mod kube;
 mod output;
 mod plugin;
 mod repo;
@@ -23,7 +24,8 @@ pub mod exit {
     pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
     pub const USAGE: i32 = 2;
-    /// A backup was saved, but some files could not be read (see its warnings).
+    /// A backup was saved, but some files could not be read, or some Kubernetes
+    /// objects not captured (see its warnings or manifest).
     pub const PARTIAL: i32 = 3;
     /// The location holds no repository, or does not exist.
     pub const NO_REPOSITORY: i32 = 10;
@@ -63,7 +65,7 @@ pub struct Usage(pub String);
 path or object storage (S3 and S3-compatibles, GCS, Azure Blob).\n\n\
 The repository comes from --repo or BALLAST_REPO; the password from BALLAST_PASSWORD, \
 BALLAST_PASSWORD_FILE, --key-file, or a prompt.",
-    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 backup saved with unreadable files, \
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 backup saved but incomplete (unreadable files, objects not captured), \
 10 no repository, 11 wrong password, 12 check found damage, 13 locked by another prune."
 )]
 pub struct Cli {
@@ -97,6 +99,9 @@ enum Command {
     /// etcd: snapshots from a running cluster, exported files, status
     #[command(subcommand)]
     Etcd(etcd::EtcdCommand),
+    /// Kubernetes snapshots: list, print, compare and export their objects
+    #[command(subcommand)]
+    Kube(kube::KubeCommand),
     /// Application plugins: list, inspect, check, scaffold
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -162,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore(a) => restore::run(g, a),
         Command::Forget(a) => forget::run(g, a),
         Command::Etcd(c) => etcd::run(g, c),
+        Command::Kube(c) => kube::run(g, c),
         Command::Plugin(c) => plugin::run(g, c),
         Command::Hook(c) => plugin::hook(g, c),
         Command::Verify(VerifyCommand::App(a)) => app::verify(g, a),
