@@ -161,7 +161,9 @@ mod tests {
         framed.extend_from_slice(&u32::MAX.to_le_bytes());
         framed.extend(zstd::bulk::compress(b"x", 1).unwrap());
         let sealed = keys.seal(Sealed::Blob, &framed);
-        let err = open(&keys, &BlobId([0; 32]), &sealed).unwrap_err().to_string();
+        let err = open(&keys, &BlobId([0; 32]), &sealed)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("claims 4294967295 bytes"), "{err}");
     }
 
