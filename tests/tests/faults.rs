@@ -234,18 +234,52 @@ fn prune_during_a_backup_does_not_harm_it() {
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let pruned = env.json(&["repo", "prune"]);
     unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(
+        pruned["packs_marked"], 0,
+        "the running backup's packs are younger than the grace period: left alone: {pruned}"
+    );
     assert!(
-        pruned["packs_marked"].as_u64().unwrap() >= 1,
-        "the running backup's packs are only marked: {pruned}"
+        pruned["packs_young_unindexed"].as_u64().unwrap() >= 1,
+        "{pruned}"
     );
     assert_eq!(pruned["packs_deleted"], 0);
     assert!(child.wait().unwrap().success());
-
-    // Even once the grace period is over, the marked packs are referenced now: kept.
-    let pruned = env.json(&["repo", "prune", "--grace", "0s"]);
-    assert_eq!(pruned["packs_deleted"], 0, "{pruned}");
-    assert!(pruned["packs_rescued"].as_u64().unwrap() >= 1, "{pruned}");
     env.run(&["repo", "check", "--read-data"]).ok();
+    let target = env.path("restored");
+    env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    trees::assert_same(&src, &target);
+}
+
+/// A backup that outlives prune's grace period: a prune marks its unindexed packs
+/// and a later one deletes them. The backup must not record a snapshot that points
+/// at them; the next backup stores the data anew.
+#[test]
+fn a_backup_whose_own_packs_were_pruned_while_it_ran_is_not_recorded() {
+    let env = Env::init_local();
+    let src = big_source(&env, 256);
+    let mut child = env
+        .cmd(&["backup", "path", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_pack(&env, &mut child);
+    let pid = child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // With no grace, the held backup's packs are old enough: marked, then deleted.
+    let marked = env.json(&["repo", "prune", "--grace", "0s"]);
+    assert!(marked["packs_marked"].as_u64().unwrap() >= 1, "{marked}");
+    let deleted = env.json(&["repo", "prune", "--grace", "0s"]);
+    assert!(deleted["packs_deleted"].as_u64().unwrap() >= 1, "{deleted}");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the backup must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("it was not recorded"), "{stderr}");
+    assert!(env.snapshot_ids().is_empty());
+    env.run(&["repo", "check"]).ok();
+    env.backup(&src, &[]);
     let target = env.path("restored");
     env.run(&["restore", "latest", "--target", target.to_str().unwrap()])
         .ok();

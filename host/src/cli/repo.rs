@@ -284,6 +284,12 @@ fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
                 r.packs_waiting
             );
         }
+        if r.packs_young_unindexed > 0 {
+            println!(
+                "{} packs of backups still running (no index lists them yet, written within the grace period) left alone",
+                r.packs_young_unindexed
+            );
+        }
         println!(
             "index files: {} -> {}",
             r.index_files_before, r.index_files_after
@@ -318,7 +324,7 @@ fn unlock(g: &GlobalArgs) -> Result<i32> {
     } else {
         for h in &ended {
             println!(
-                "ended the lease of {} by {}@{} (pid {}), held since {}; if that process still runs, it stops before its next deletion",
+                "ended the lease of {} by {}@{} (pid {}), held since {}; if that process still runs, it notices at its next renewal (within 30 s) and stops before the deletion after that",
                 h.record.operation,
                 h.record.holder.user,
                 h.record.holder.host,

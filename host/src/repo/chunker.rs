@@ -67,17 +67,30 @@ pub struct Params {
 }
 
 /// `BALLAST_BBOLT_CHUNKS=MIN,AVG,MAX` (KiB) overrides the bbolt sizes, for the
-/// benchmark that compares them (`tests/benchmarks/etcd.py`); not for production.
+/// benchmark that compares them (`tests/benchmarks/etcd.py`). Values outside
+/// 4 KiB..4 MiB (so that no chunk can outgrow what packs and readers accept) are
+/// ignored with a warning.
 fn bbolt_override() -> Option<ChunkSizes> {
     let v = std::env::var("BALLAST_BBOLT_CHUNKS").ok()?;
     let n: Vec<u32> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    let in_range = |k: u32| (4..=4096).contains(&k);
     match n[..] {
-        [min, avg, max] if min < avg && avg < max && avg.is_power_of_two() => Some(ChunkSizes {
-            min: min * 1024,
-            avg: avg * 1024,
-            max: max * 1024,
-        }),
-        _ => None,
+        [min, avg, max]
+            if min < avg
+                && avg < max
+                && avg.is_power_of_two()
+                && [min, avg, max].into_iter().all(in_range) =>
+        {
+            Some(ChunkSizes {
+                min: min * 1024,
+                avg: avg * 1024,
+                max: max * 1024,
+            })
+        }
+        _ => {
+            tracing::warn!("ignoring BALLAST_BBOLT_CHUNKS={v:?}: give MIN,AVG,MAX in KiB, increasing, AVG a power of two, each 4..=4096");
+            None
+        }
     }
 }
 

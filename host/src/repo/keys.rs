@@ -84,6 +84,11 @@ pub struct KdfParams {
     pub parallelism: u32,
 }
 
+/// The most key derivation one opening of a repository spends over all its key
+/// records (KiB times passes): one record at the limits, or about 85 at the default.
+/// A repository someone filled with costly records cannot make every command hang.
+pub const MAX_OPEN_COST: u64 = MAX_KDF_MEMORY_KIB as u64 * MAX_KDF_ITERATIONS as u64;
+
 impl Default for KdfParams {
     fn default() -> Self {
         KdfParams {
@@ -109,6 +114,11 @@ impl KdfParams {
         iterations: 1,
         parallelism: 1,
     };
+
+    /// What deriving a key with these parameters costs, in KiB times passes.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
 
     /// Whether these parameters are within the limits (a record outside them is
     /// refused before any key derivation is tried).

@@ -20,7 +20,11 @@
 //! clocks differ by less than `MARGIN`. A holder that cannot renew (the store is
 //! unreachable, the process was stopped) stops before its lease runs out;
 //! `ballast repo unlock` ends a lease by force by removing it, which its holder notices
-//! at its next renewal.
+//! at its next renewal (up to [`RENEW`] later; a renewal that raced the removal and
+//! wrote the lease back finds the new holder's and gives way). There is no fencing: a
+//! holder paused between its last check and a deletion, past its lease, performs that
+//! one deletion when it wakes; the margin makes that need a pause of a minute or more
+//! at exactly that point.
 //!
 //! [`Store::verify_consistency`]: crate::store::Store::verify_consistency
 
@@ -303,11 +307,37 @@ fn renew_loop(
             }
         }
         record.expires = after(jiff::Timestamp::now(), TTL);
-        match write(repo, key, &record) {
-            Ok(()) => lock.lock().unwrap().expires = record.expires,
+        if let Err(e) = write(repo, key, &record) {
+            tracing::warn!("renewing the lease: {e}");
+            continue;
+        }
+        // Between the look and the write, `repo unlock` or a process that found the
+        // lease expired may have removed it and another may have taken it: the write
+        // then brought back a lease that is no longer ours.
+        match still_sole(repo, key) {
+            Ok(None) => lock.lock().unwrap().expires = record.expires,
+            Ok(Some(lost)) => {
+                lock.lock().unwrap().lost = Some(lost);
+                return;
+            }
             Err(e) => tracing::warn!("renewing the lease: {e}"),
         }
     }
+}
+
+/// After a renewal: `None` if no other live lease is there; otherwise why ours is
+/// lost, after removing the object the renewal wrote back.
+fn still_sole(repo: &Repository, key: &str) -> Result<Option<String>> {
+    let now = jiff::Timestamp::now();
+    let all = read_all(repo)?;
+    let Some((_, other)) = all.iter().find(|(k, r)| k != key && r.expires > now) else {
+        return Ok(None);
+    };
+    repo.store().delete(key)?;
+    Ok(Some(format!(
+        "it was removed and {}@{} (pid {}) took the lease for {}",
+        other.holder.user, other.holder.host, other.holder.pid, other.operation
+    )))
 }
 
 fn locked(repo: &Repository, key: &str, r: &Record) -> RepoError {
@@ -449,6 +479,22 @@ mod tests {
         held.shared.0.lock().unwrap().lost = Some("removed".into());
         assert!(matches!(held.check(), Err(RepoError::LeaseLost(_))));
         Lease::acquire(&repo, "prune").unwrap();
+    }
+
+    #[test]
+    fn a_renewal_that_brings_back_a_lease_taken_by_another_gives_way() {
+        let repo = Repository::in_memory_for_tests();
+        let held = Lease::acquire(&repo, "prune").unwrap();
+        // Unlocked, and taken by another, between the renewal's look and its write
+        // (which brought ours back).
+        let mut theirs = read_all(&repo).unwrap().remove(0).1;
+        theirs.holder.pid += 1;
+        write(&repo, "lease/theirs", &theirs).unwrap();
+        let lost = still_sole(&repo, held.key()).unwrap().expect("lost");
+        assert!(lost.contains("took the lease for prune"), "{lost}");
+        assert_eq!(keys(&repo), vec!["lease/theirs".to_string()]);
+        assert_eq!(still_sole(&repo, "lease/theirs").unwrap(), None);
+        std::mem::forget(held);
     }
 
     #[test]

@@ -131,7 +131,18 @@ impl Repository {
             )));
         }
         let (records, mut refused) = read_keys(&store)?;
+        let mut spent = 0u64;
         for (id, record) in &records {
+            if record.kdf.check().is_ok() {
+                spent = spent.saturating_add(record.kdf.cost());
+            }
+            if spent > keys::MAX_OPEN_COST {
+                refused.push((
+                    format!("{KEYS_PREFIX}{id}"),
+                    "not tried: the key records before it used up what one opening may spend on key derivation".into(),
+                ));
+                continue;
+            }
             match record.unwrap_with(secret) {
                 Ok(Some(master)) => {
                     for (key, why) in &refused {
@@ -207,10 +218,19 @@ impl Repository {
     /// Lists the packs in `data/` with their sizes.
     pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
         Ok(self
+            .list_packs_dated()?
+            .into_iter()
+            .map(|(id, size, _)| (id, size))
+            .collect())
+    }
+
+    /// Lists the packs in `data/` with their sizes and when they were written.
+    pub fn list_packs_dated(&self) -> Result<Vec<(PackId, u64, Option<jiff::Timestamp>)>> {
+        Ok(self
             .store
             .list(DATA_PREFIX)?
             .into_iter()
-            .filter_map(|o| pack::id_from_key(&o.key).map(|id| (id, o.size)))
+            .filter_map(|o| pack::id_from_key(&o.key).map(|id| (id, o.size, o.modified)))
             .collect())
     }
 

@@ -11,9 +11,12 @@
 //!   backups that start after a mark cannot come to depend on it;
 //! - a backup that did deduplicate against a pack that was marked (or deleted) while
 //!   it ran does not record its snapshot (see `Saver::finish`);
-//! - a pack that no index lists (a running or interrupted backup's) is only marked,
-//!   and deleted only once its trailer was read and shows no referenced blob: a pack
-//!   whose trailer cannot be read is kept;
+//! - a pack that no index lists (a running or interrupted backup's) is left alone
+//!   while it is younger than the grace period (by the store's modification time);
+//!   older, it is only marked, and deleted only once its trailer was read and shows
+//!   no referenced blob: a pack whose trailer cannot be read is kept;
+//! - a backup whose own packs were marked or deleted while it ran (it ran longer than
+//!   the grace period) does not record its snapshot (see `Saver::finish`);
 //! - a mark is dated when it is written, after any repacking, and its packs are
 //!   deleted only by a later prune, after the grace period, if still unreferenced.
 
@@ -78,6 +81,9 @@ pub struct PruneReport {
     pub packs_rescued: usize,
     /// Packs marked earlier that still wait for the grace period.
     pub packs_waiting: usize,
+    /// Packs no index lists yet, written within the grace period (a running
+    /// backup's): not marked.
+    pub packs_young_unindexed: usize,
     pub index_files_before: usize,
     pub index_files_after: usize,
     /// Local repositories: partial upload files of killed processes, removed.
@@ -183,7 +189,8 @@ pub fn prune(repo: &Repository, lease: &Lease, opts: &PruneOptions) -> Result<Pr
         },
     )?;
     report.index_files_before = index_keys.len();
-    let listed: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    let dated = repo.list_packs_dated()?;
+    let listed: HashMap<PackId, u64> = dated.iter().map(|(id, size, _)| (*id, *size)).collect();
     report.packs = listed.len();
     let all_marks = marks::read(repo)?;
     let already_marked = all_marks.packs();
@@ -244,7 +251,17 @@ pub fn prune(repo: &Repository, lease: &Lease, opts: &PruneOptions) -> Result<Pr
         }
     }
 
-    // Phase 1: find new candidates.
+    // Phase 1: find new candidates. An unindexed pack written within the grace
+    // period most likely belongs to a backup still running: it is left alone, so
+    // that a backup that finishes within the grace period never finds its own packs
+    // marked (and one that runs longer is not recorded: see `Saver::finish`).
+    let young: HashSet<PackId> = dated
+        .iter()
+        .filter(|(id, _, modified)| {
+            !indexed.contains_key(id) && modified.is_none_or(|m| now.duration_since(m) < grace)
+        })
+        .map(|(id, _, _)| *id)
+        .collect();
     let mut to_mark: Vec<PackId> = Vec::new();
     let mut to_repack: Vec<&IndexPack> = Vec::new();
     for (id, &size) in &listed {
@@ -252,8 +269,10 @@ pub fn prune(repo: &Repository, lease: &Lease, opts: &PruneOptions) -> Result<Pr
             continue;
         }
         match indexed.get(id) {
+            None if young.contains(id) => report.packs_young_unindexed += 1,
             None => {
-                // Unindexed: a running or interrupted backup's.
+                // Unindexed and older than the grace period: an interrupted
+                // backup's (a later backup adopts it unless it is marked).
                 to_mark.push(*id);
                 report.bytes_marked += size;
             }

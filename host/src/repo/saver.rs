@@ -287,6 +287,10 @@ impl Saver {
         let mut packs = std::mem::take(&mut *self.shared.uploaded.lock().unwrap());
         let packs_uploaded = packs.len() as u64;
         packs.append(&mut self.adopted);
+        // Checked before the index is written, so that a backup that is not to be
+        // recorded leaves no index entry for a pack that may be gone: its packs stay
+        // unindexed, for a later backup to adopt or a prune to remove.
+        self.check_dependencies(&packs)?;
         if !packs.is_empty() {
             index::write(
                 &self.shared.repo,
@@ -296,7 +300,6 @@ impl Saver {
                 },
             )?;
         }
-        self.check_dependencies()?;
         let s = &self.shared;
         Ok(SaveStats {
             blobs_new: s.blobs_new.load(Ordering::Relaxed),
@@ -308,13 +311,16 @@ impl Saver {
 }
 
 impl Saver {
-    /// The packs this backup deduplicated against must still be there, unmarked, when
-    /// its record is about to be written. A pack marked while the backup ran (its last
-    /// snapshot was forgotten and pruned) may be deleted by a prune after the grace
-    /// period, before or after this record appears: the backup is not recorded then.
-    fn check_dependencies(&self) -> Result<()> {
+    /// Every pack this backup's snapshot will depend on must still be there, unmarked,
+    /// when its record is about to be written: the packs it deduplicated against, the
+    /// packs it uploaded itself and the interrupted backups' packs it adopted. A pack
+    /// marked while the backup ran (its last snapshot was forgotten and pruned, or,
+    /// for a backup that ran longer than the grace period, the backup's own unindexed
+    /// pack) may be deleted by a prune after the grace period, before or after this
+    /// record appears: the backup is not recorded then.
+    fn check_dependencies(&self, own: &[IndexPack]) -> Result<()> {
         let known = self.shared.known.lock().unwrap();
-        if known.depends.is_empty() {
+        if known.depends.is_empty() && own.is_empty() {
             return Ok(());
         }
         let repo = &self.shared.repo;
@@ -324,6 +330,7 @@ impl Saver {
             .depends
             .iter()
             .map(|&n| known.dedup.packs[n as usize])
+            .chain(own.iter().map(|p| p.id))
             .filter(|id| marked.contains(id) || !listed.contains(id))
             .map(|id| id.short())
             .collect();
@@ -331,9 +338,10 @@ impl Saver {
             return Ok(());
         }
         Err(RepoError::Invalid(format!(
-            "this backup reused data from {} packs that a prune marked for deletion or deleted \
+            "this backup depends on {} packs that a prune marked for deletion or deleted \
              while it ran (first: {}); it was not recorded, since its snapshot would depend on \
-             them. Run it again: it stores that data anew",
+             them. Run it again (it stores that data anew); a backup that runs longer than \
+             prune's grace period (--grace) cannot be recorded while prunes run",
             gone.len(),
             gone[0]
         )))

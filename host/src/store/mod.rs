@@ -25,11 +25,13 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
-/// One object as listed: its key relative to the repository root, and its size.
+/// One object as listed: its key relative to the repository root, its size, and
+/// when the store says it was last written (by the store's clock).
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    pub modified: Option<jiff::Timestamp>,
 }
 
 /// The outcome of a create-if-absent write.
@@ -223,8 +225,10 @@ impl Store {
 
     /// Writes an object only if none of that name exists. Stores that cannot do this
     /// atomically (some S3-compatibles ignore `If-None-Match`) get a HEAD followed by
-    /// a PUT; ballast writes this way only objects named by a hash of their content,
-    /// so the window cannot lose data. Nothing in ballast depends on it being atomic.
+    /// a PUT. ballast writes this way objects named by a hash of their content (the
+    /// window cannot lose data: a second writer writes the same bytes) and `config`
+    /// at `repo init`: two `repo init`s at once on such a store may both succeed, the
+    /// second's config and key winning; do not run two inits on one location.
     pub fn put_if_absent(&self, key: &str, data: Bytes) -> Result<Created, StoreError> {
         self.counters.put.fetch_add(1, Ordering::Relaxed);
         if let Location::Local(root) = &*self.location {
@@ -306,6 +310,8 @@ impl Store {
             .map(|m| ObjectInfo {
                 key: m.location.to_string(),
                 size: m.size,
+                modified: jiff::Timestamp::from_millisecond(m.last_modified.timestamp_millis())
+                    .ok(),
             })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
