@@ -73,6 +73,9 @@ fn a_database_client_runs_only_with_its_target_and_no_option_escapes_it() {
         "--host=127.0.0.2",
         "-h127.0.0.2",
         "/etc/passwd",
+        // Clusters hide an option behind another: `-A -h 127.0.0.2`, `-B -r /tmp/x`.
+        "-Ah127.0.0.2",
+        "-Br/tmp/ballast-escape",
     ] {
         let out = exec(&env, "mysql", args, true).expect_code(1);
         assert!(
@@ -183,6 +186,92 @@ fn a_path_pattern_never_crosses_a_slash_or_goes_up() {
 
 /// What a program sees when it runs: its own user, an empty directory of its own, no
 /// network, no files of ballast's.
+/// A program that is no database client never runs with a target: it would get the
+/// target's credentials (a `cat` of the descriptor they come in).
+#[test]
+fn a_program_that_is_no_client_gets_no_credentials() {
+    let db = Postgres::create();
+    let target = db
+        .target("db")
+        .replace("user: postgres", "user: postgres, password: { env: PGPW }");
+    let mut env = plugin_env(&policy(
+        &target,
+        r#"{ cat: { path: /bin/cat, args: ["/dev/fd/*"] } }"#,
+    ));
+    env.vars.push(("PGPW".into(), "pg-secret-4711".into()));
+    for fd in 3..20 {
+        let out = exec(&env, "cat", &format!("/dev/fd/{fd}"), true).expect_code(1);
+        assert!(out.stdout.contains("is not a database client"), "{out:?}");
+        assert!(!out.stdout.contains("pg-secret-4711"), "{out:?}");
+    }
+}
+
+/// Sockets in the file system (a local database's, a daemon's) and the abstract
+/// namespace are out of reach, and whatever a program starts dies with it, even if
+/// it tries to leave its process group.
+#[test]
+fn a_program_reaches_no_unix_socket_and_leaves_nothing_running() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the confinement under test needs root here");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ballast-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let path = dir.join("s");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let env = plugin_env(&policy(
+        NO_DB,
+        &format!(
+            r#"{{ python3: {{ path: /usr/bin/python3, args: ["-c", "**"], read: [{}] }}, bash: {{ path: /bin/bash, args: ["-c", "**"] }} }}"#,
+            dir.display()
+        ),
+    ));
+    let code = format!(
+        "import\tsocket;s=socket.socket(socket.AF_UNIX);s.connect('{}');s.send(b'x');print('CONNECTED')",
+        path.display()
+    );
+    // The exec helper splits at spaces: python takes a tab between words too.
+    let out = exec(&env, "python3", &format!("-c {code}"), false).expect_code(1);
+    assert!(!out.stdout.contains("CONNECTED"), "{out:?}");
+    assert!(out.stdout.contains("Permission denied"), "{out:?}");
+    assert!(
+        listener.accept().is_err(),
+        "the program reached a Unix socket"
+    );
+    let abstract_code = "import\tsocket;s=socket.socket(socket.AF_UNIX);s.connect(b'\\0ballast');print('CONNECTED')";
+    let out = exec(&env, "python3", &format!("-c {abstract_code}"), false).expect_code(1);
+    assert!(out.stdout.contains("Permission denied"), "{out:?}");
+
+    // A child in the background, and one that tries to leave the process group.
+    let mark = 4_000_000 + std::process::id() % 1_000_000;
+    let out = exec(
+        &env,
+        "bash",
+        &format!(
+            "-c sleep${{IFS}}{mark}&>/dev/null&setsid${{IFS}}sleep${{IFS}}{}&>/dev/null&echo${{IFS}}started",
+            mark + 1
+        ),
+        false,
+    )
+    .expect_code(1);
+    assert!(out.stdout.contains("started"), "{out:?}");
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&mark.to_string()) || c.contains(&(mark + 1).to_string()))
+        .collect();
+    assert!(
+        running.is_empty(),
+        "still running after the program ended: {running:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_program_runs_as_nobody_in_an_empty_directory_without_network() {
     if unsafe { libc::geteuid() } != 0 {

@@ -198,6 +198,12 @@ pub fn refused(kind: TargetKind, args: &[String]) -> Option<&str> {
             if short.contains(&flag) {
                 return Some(arg);
             }
+            // Both clients' option parsers read `-Ahevil` as `-A -h evil`: a cluster
+            // can hide a refused option behind an allowed one, so short options must
+            // stand alone (a value goes in the next argument, or use the long form).
+            if rest.chars().count() > 1 && !(kind == TargetKind::Postgresql && flag == 'd') {
+                return Some(arg);
+            }
             if kind == TargetKind::Postgresql && flag == 'd' {
                 let value = if rest.len() > 1 {
                     Some(&rest[1..])
@@ -263,6 +269,10 @@ mod tests {
             "-#d:o,/tmp/x",
             "--character-sets-dir=/tmp",
             "/etc/passwd",
+            // Clusters: `-A -h evil`, `-A -r /x`, `-B -u root`.
+            "-Ahevil",
+            "-Ar/x",
+            "-Buroot",
         ] {
             assert_eq!(
                 found(Mysql, &["--single-transaction", bad, "shop"]).as_deref(),
@@ -306,6 +316,10 @@ mod tests {
             &["--use-list=/etc/list"],
             &["--list", "/etc/shadow"],
             &["--filter=/etc/x"],
+            // Clusters: `-c -f /x`, `-c -U postgres`, `-x -h evil`.
+            &["-cf/x"],
+            &["-cUpostgres"],
+            &["-xhevil"],
         ] {
             assert!(found(Postgresql, bad).is_some(), "{bad:?}");
         }

@@ -125,13 +125,62 @@ pub enum TlsMode {
 /// A secret the host reads when it connects; the plugin never sees it. Exactly one
 /// of `env` (a variable of ballast's environment) and `file` (its content, without a
 /// trailing newline).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct Secret {
-    #[serde(default)]
     pub env: Option<String>,
-    #[serde(default)]
     pub file: Option<PathBuf>,
+}
+
+/// The fields of a [`Secret`], as the policy spells them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFields {
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+}
+
+/// A password written into the policy itself is refused without being quoted: the
+/// error goes to logs and terminals.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        struct V;
+        const INLINE: &str = "a password is given as { env: VARIABLE } or { file: PATH }, never written into the policy (the value is not shown here)";
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("{ env: VARIABLE } or { file: PATH }")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Secret, A::Error> {
+                let f =
+                    SecretFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Secret {
+                    env: f.env,
+                    file: f.file,
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Secret, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(serde::de::Error::custom(INLINE))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A password is short; a secret file larger than this is not one.
@@ -634,6 +683,12 @@ impl Grants {
                 list(self.programs.keys())
             )
         })?;
+        if p.client.is_none() && target.is_some() {
+            return Err(format!(
+                "exec: {name} is not a database client (its grant has no `client:`): it cannot \
+                 run with a target, which would hand it the target's address and credentials"
+            ));
+        }
         if let Some(kind) = p.client {
             match target {
                 Some(t) if t.kind == kind => {}
@@ -801,6 +856,10 @@ plugins:
         );
         let e = g.program("mysql", &s(&["shop"]), Some(&pg)).unwrap_err();
         assert!(e.contains("PostgreSQL database"), "{e}");
+        // A program that is no client never gets a target's credentials.
+        let e = g.program("touch", &[], Some(&db)).unwrap_err();
+        assert!(e.contains("is not a database client"), "{e}");
+        assert!(g.program("touch", &[], None).is_ok());
         // Refused whatever the shapes allow.
         for bad in [
             &["--single-transaction", "--print-defaults"][..],
@@ -895,6 +954,14 @@ plugins:
             bad("targets: [{ name: a, kind: mysql, address: x, tls: { mode: strict } }]")
                 .contains("strict")
         );
+        // A password written into the policy is refused, and never quoted.
+        let e = bad("targets: [{ name: a, kind: mysql, address: x, password: \"hunter2secret\" }]");
+        assert!(
+            e.contains("never written into the policy") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = bad("targets: [{ name: a, kind: mysql, address: x, password: 424242 }]");
+        assert!(!e.contains("424242"), "{e}");
         // The forms the guide shows parse.
         policy("targets: [{ name: a, kind: mysql, address: x, password: { env: A } }]");
         policy("targets: [{ name: a, kind: mysql, address: x, tls: { mode: verify-full, ca: /etc/ca.pem } }]");

@@ -74,6 +74,9 @@ impl Shapes {
                         "`{p}`: `**` may not be part of an argument (a pattern never matches across `/`)"
                     ));
                 } else if p.contains(['*', '?', '[']) {
+                    if let Some(why) = class_may_match_slash(p) {
+                        return Err(format!("`{p}`: {why}"));
+                    }
                     let glob = GlobBuilder::new(p)
                         .literal_separator(true)
                         .build()
@@ -114,6 +117,52 @@ impl Shapes {
     }
 }
 
+/// Why a `[...]` class of `pattern` could match `/`, if one could: globset's
+/// `literal_separator` keeps `*` and `?` from matching it, not a class. A negated
+/// class, a class naming `/`, or a range that spans it is refused.
+fn class_may_match_slash(pattern: &str) -> Option<&'static str> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '[' {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        if matches!(chars.get(j), Some('!' | '^')) {
+            return Some(
+                "a negated class `[!...]` could match `/`: list the characters it may be instead",
+            );
+        }
+        // A `]` first in a class is a literal.
+        if chars.get(j) == Some(&']') {
+            j += 1;
+        }
+        let start = j;
+        while j < chars.len() && chars[j] != ']' {
+            j += 1;
+        }
+        let class = &chars[start..j.min(chars.len())];
+        if class.contains(&'/') {
+            return Some("a class that names `/` would match it");
+        }
+        for w in class.windows(3) {
+            if w[1] == '-' && w[0] <= '/' && '/' <= w[2] {
+                return Some("a range in a class spans `/`");
+            }
+        }
+        i = j + 1;
+    }
+    None
+}
+
+/// Whether a glob element's match has exactly the pattern's `/`s (every `/` of an
+/// allowed pattern is a literal): a second guard, should the glob engine ever let
+/// one through.
+fn same_slashes(pattern: &GlobMatcher, arg: &str) -> bool {
+    pattern.glob().glob().matches('/').count() == arg.matches('/').count()
+}
+
 fn fits(shape: &[Element], args: &[String]) -> bool {
     let mut i = 0;
     for e in shape {
@@ -125,7 +174,7 @@ fn fits(shape: &[Element], args: &[String]) -> bool {
                 }
             }
             Element::Glob(g) => match args.get(i) {
-                Some(a) if g.is_match(a) => {}
+                Some(a) if g.is_match(a) && same_slashes(g, a) => {}
                 _ => return false,
             },
         }
@@ -233,9 +282,20 @@ mod tests {
 
     #[test]
     fn patterns_that_would_cross_directories_are_refused_at_load() {
-        for bad in [r#"["/srv/**/x"]"#, r#"["**", "x"]"#] {
+        for bad in [
+            r#"["/srv/**/x"]"#,
+            r#"["**", "x"]"#,
+            r#"["/srv/restore/*[!.]*"]"#,
+            r#"["/srv/restore/[^a]x"]"#,
+            r#"["/srv/restore/[+-0]x"]"#,
+            r#"["/srv/restore/[a/]x"]"#,
+        ] {
             let e = Shapes::compile(Some(&serde_yaml_ng::from_str(bad).unwrap())).unwrap_err();
-            assert!(e.contains("**"), "{bad}: {e}");
+            assert!(e.contains("**") || e.contains("`/`"), "{bad}: {e}");
         }
+        // Classes that cannot match `/` are fine.
+        let s = shapes(r#"["/srv/restore/[a-z0-9]*.rdb"]"#);
+        assert!(s.allow(&args(&["/srv/restore/x1.rdb"])).is_ok());
+        assert!(s.allow(&args(&["/srv/restore/x/y.rdb"])).is_err());
     }
 }

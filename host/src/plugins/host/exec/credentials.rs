@@ -90,6 +90,16 @@ pub fn connection(
                 body += &format!("password={}\n", quote(p));
             }
             if let Some(tls) = tls {
+                if tls.mode == TlsMode::Require {
+                    // MariaDB's clients take `ssl` as a wish: with a server that offers
+                    // no TLS they log in in plaintext. Only verification is enforced.
+                    return Err(format!(
+                        "target {}: tls mode require cannot be enforced on MySQL/MariaDB client \
+                         programs (MariaDB's clients fall back to plaintext when the server offers \
+                         no TLS): use mode verify-ca or verify-full, with tls.ca for a private CA",
+                        t.name
+                    ));
+                }
                 body += "ssl\n";
                 if let Some(ca) = &tls.ca {
                     body += &format!("ssl-ca={}\n", quote(&ca.display().to_string()));
@@ -97,7 +107,9 @@ pub fn connection(
                 // MariaDB's clients verify with ssl-verify-server-cert, MySQL's with
                 // ssl-mode; `loose-` lets each ignore the other's.
                 let mode = match tls.mode {
-                    TlsMode::Require | TlsMode::Disable => "REQUIRED",
+                    TlsMode::Require | TlsMode::Disable => {
+                        unreachable!("refused or filtered above")
+                    }
                     TlsMode::VerifyCa => "VERIFY_CA",
                     TlsMode::VerifyFull => "VERIFY_IDENTITY",
                 };

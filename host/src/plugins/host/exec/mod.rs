@@ -270,6 +270,15 @@ impl exec::HostProcess for JobState {
             .wait()
             .await
             .map_err(|e| HostError::Failed(format!("waiting for {}: {e}", p.program)))?;
+        // What it started dies with it. The group cannot have been taken by another
+        // since: a process group's number stays reserved while any member lives, and
+        // members cannot leave it (the seccomp filter refuses setsid and setpgid).
+        if let Some(pgid) = p.pgid {
+            // SAFETY: killpg has no memory-safety preconditions.
+            unsafe {
+                libc::killpg(pgid as libc::pid_t, libc::SIGKILL);
+            }
+        }
         p.waited = true;
         if let Some(done) = p.stderr_done.take() {
             let _ = done.await;

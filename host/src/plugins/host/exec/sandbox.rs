@@ -11,8 +11,12 @@
 //!   read and write its own directory, and nothing else (plus the grant's `read` and
 //!   `write` paths); on kernels with Landlock network rules and no namespace, it may
 //!   connect over TCP only to its target's port;
+//! - a seccomp filter: no Unix sockets (neither Landlock nor a network namespace
+//!   stops `connect` to a socket file such as a local database's), no leaving its
+//!   process group (`setsid`, `setpgid`), no tracing or reading other processes'
+//!   memory (`ptrace`, `process_vm_readv`/`writev`), no other system call ABI;
 //! - death with ballast (`PR_SET_PDEATHSIG`), and its own process group, killed whole
-//!   when the job ends.
+//!   when it exits or the job ends.
 //!
 //! Everything is prepared before `fork`; between `fork` and `exec` the child makes only
 //! system calls ([`Confinement::apply`]).
@@ -119,6 +123,8 @@ pub struct Confinement {
     pass: Option<libc::c_int>,
     /// ballast's pid: the child stops if ballast died before it could ask to die with it.
     parent: libc::pid_t,
+    /// The seccomp program (see [`seccomp_filter`]).
+    filter: Vec<libc::sock_filter>,
 }
 
 /// How a program was confined, for the job's debug log and the tests.
@@ -180,6 +186,7 @@ impl Confinement {
             pass: None,
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
+            filter: seccomp_filter(),
         })
     }
 
@@ -228,9 +235,77 @@ impl Confinement {
                         as libc::c_int,
                 )?;
             }
+            // Last: the filter also refuses what the steps above needed.
+            let prog = libc::sock_fprog {
+                len: self.filter.len() as u16,
+                filter: self.filter.as_ptr() as *mut libc::sock_filter,
+            };
+            check(libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ))?;
         }
         Ok(())
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+/// x32 system calls (on x86_64) have this bit set in their number.
+const X32_BIT: u32 = 0x4000_0000;
+
+/// System calls a program may not make at all (EPERM).
+const DENIED: &[libc::c_long] = &[
+    libc::SYS_setsid,
+    libc::SYS_setpgid,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+];
+
+/// A classic BPF program for seccomp: `socket(AF_UNIX, ...)` fails with EACCES, the
+/// calls in [`DENIED`] with EPERM, any call of another ABI (32-bit or x32) with
+/// EPERM; everything else is allowed. (`socketpair` stays: a pair reaches nothing.)
+fn seccomp_filter() -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE_K: u16 = 0x05 | 0x30; // BPF_JMP | BPF_JGE | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const NR: u32 = 0; // offsetof(struct seccomp_data, nr)
+    const ARCH: u32 = 4; // .arch
+    const ARG0: u32 = 16; // .args[0], its low 32 bits (little endian)
+    const ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
+    let errno = |e: i32| 0x0005_0000 | (e as u32 & 0xffff); // SECCOMP_RET_ERRNO
+    let stmt = |code, k| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code, k, jt, jf| libc::sock_filter { code, jt, jf, k };
+    let mut f = vec![
+        stmt(LD_W_ABS, ARCH),
+        jump(JEQ_K, AUDIT_ARCH, 1, 0),
+        stmt(RET_K, errno(libc::EPERM)),
+        stmt(LD_W_ABS, NR),
+        jump(JGE_K, X32_BIT, 0, 1),
+        stmt(RET_K, errno(libc::EPERM)),
+    ];
+    for &nr in DENIED {
+        f.push(jump(JEQ_K, nr as u32, 0, 1));
+        f.push(stmt(RET_K, errno(libc::EPERM)));
+    }
+    f.extend([
+        jump(JEQ_K, libc::SYS_socket as u32, 0, 3),
+        stmt(LD_W_ABS, ARG0),
+        jump(JEQ_K, libc::AF_UNIX as u32, 0, 1),
+        stmt(RET_K, errno(libc::EACCES)),
+        stmt(RET_K, ALLOW),
+    ]);
+    f
 }
 
 /// A Landlock ruleset for `program` in `dir`, or `None` where the kernel has no
