@@ -264,6 +264,18 @@ impl Etcd {
         initial_cluster: &str,
         certs: Option<&Certs>,
     ) -> Etcd {
+        Etcd::spawn_with_token(version, dir, data_dir, member, initial_cluster, certs, None)
+    }
+
+    fn spawn_with_token(
+        version: Version,
+        dir: TempDir,
+        data_dir: Option<&Path>,
+        member: &Member,
+        initial_cluster: &str,
+        certs: Option<&Certs>,
+        token: Option<&str>,
+    ) -> Etcd {
         let (client, peer) = (member.client, member.peer);
         let scheme = if certs.is_some() { "https" } else { "http" };
         let log = std::fs::OpenOptions::new()
@@ -288,6 +300,9 @@ impl Etcd {
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
             .args(["--initial-advertise-peer-urls", &member.peer_url()])
             .args(["--initial-cluster", initial_cluster]);
+        if let Some(t) = token {
+            cmd.args(["--initial-cluster-token", t]);
+        }
         if let Some(c) = certs {
             cmd.args([
                 "--cert-file",
@@ -320,6 +335,26 @@ impl Etcd {
             initial_cluster: initial_cluster.to_string(),
             data_dir: data,
         }
+    }
+
+    /// Kills the server and starts, on the same ports, a new cluster (fresh data, a
+    /// new cluster token, so another cluster id): what endpoints see when they are
+    /// pointed at a rebuilt cluster.
+    pub fn replace_with_new_cluster(&mut self) {
+        self.kill();
+        let dir = tempfile::tempdir().unwrap();
+        let mut again = Etcd::spawn_with_token(
+            self.version,
+            dir,
+            None,
+            &self.member,
+            &self.initial_cluster,
+            None,
+            Some("ballast-test-rebuilt"),
+        );
+        std::mem::swap(self, &mut again);
+        drop(again);
+        self.wait_healthy();
     }
 
     /// Kills the server and starts it again on the same data and ports (plain

@@ -503,6 +503,25 @@ fn a_silent_watch_is_noticed_and_the_capture_reconnects() {
     assert_eq!(m.get("/after/1").as_deref(), Some("x"));
 }
 
+/// The endpoints come to serve another cluster (rebuilt, or restored with a new
+/// token): the capture stops rather than record the other cluster's changes as the
+/// first's.
+#[test]
+fn a_capture_stops_when_its_endpoints_serve_another_cluster() {
+    let mut etcd = Etcd::start();
+    let env = Env::init_local();
+    let mut watcher = Watcher::start(&env, &etcd);
+    watcher.wait_for("full snapshot");
+    etcd.put("/before/1", "x");
+    watcher.wait_stored(etcd.revision());
+    etcd.replace_with_new_cluster();
+    etcd.put("/other/1", "y");
+    let said = watcher.wait_for("not cluster");
+    assert!(said.contains("now serves etcd cluster"), "{said}");
+    let status = watcher.child.wait().unwrap();
+    assert!(!status.success());
+}
+
 /// A member that loses its leader still answers, with old data: the capture leaves
 /// it for one that has a leader (here: none, so it keeps trying and says why).
 #[test]

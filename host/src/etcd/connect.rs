@@ -27,6 +27,14 @@ pub enum EtcdError {
     Checksum { endpoint: String },
     #[error("restore: {0}")]
     Restore(String),
+    #[error(
+        "{endpoint} now serves etcd cluster {found}, not cluster {expected} whose changes this capture records; the capture stopped (what it had was stored). Start a capture for the new cluster: it begins with a full snapshot"
+    )]
+    OtherCluster {
+        endpoint: String,
+        found: String,
+        expected: String,
+    },
     #[error("{0}")]
     Repo(#[from] crate::repo::RepoError),
 }
@@ -197,6 +205,20 @@ pub const MAX_LAG: u64 = 1000;
 /// when one qualifies (a snapshot costs its member disk and network; the leader has
 /// enough to do), else the leader. Every endpoint that answers must belong to one
 /// cluster: a list that mixes clusters is refused.
+/// `member`, if it is in the cluster `expected` (a capture must never mix two
+/// clusters' changes: endpoints can be pointed at a restored or rebuilt cluster).
+pub fn same_cluster(member: MemberStatus, expected: &str) -> Result<MemberStatus, EtcdError> {
+    if member.cluster_id == expected {
+        Ok(member)
+    } else {
+        Err(EtcdError::OtherCluster {
+            endpoint: member.endpoint.clone(),
+            found: member.cluster_id.clone(),
+            expected: expected.to_string(),
+        })
+    }
+}
+
 pub fn choose(
     survey: &[(String, Result<MemberStatus, EtcdError>)],
 ) -> Result<MemberStatus, EtcdError> {

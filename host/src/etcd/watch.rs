@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{EventType, WatchOptions, WatchStream};
 use serde::Serialize;
 
-use super::connect::{choose, describe, survey, EtcdError, EtcdOptions};
+use super::connect::{choose, describe, same_cluster, survey, EtcdError, EtcdOptions};
 use super::delta::{self, Record, SegmentInfo};
 use super::mvcc::{Change, KeyValue};
 use super::pitr::Timeline;
@@ -214,6 +214,15 @@ impl Capture<'_> {
     /// so that the chain from the previous snapshot has no gap.
     fn full_snapshot(&mut self, reason: String, jump: bool) -> Result<i64, EtcdError> {
         let taken = snapshot::take(self.repo, self.opts, &self.cap.labels, &mut |_| {})?;
+        // Recorded, as a snapshot of whatever cluster it came from; but not as part of
+        // this capture if that is another cluster.
+        if taken.source.cluster_id != self.cluster_id {
+            return Err(EtcdError::OtherCluster {
+                endpoint: taken.source.endpoint.clone(),
+                found: taken.source.cluster_id.clone(),
+                expected: self.cluster_id.clone(),
+            });
+        }
         self.base = taken.id.to_string();
         self.summary.full_snapshots += 1;
         self.last_full = Instant::now();
@@ -380,9 +389,10 @@ pub fn capture(
     };
     let mut backoff = Duration::from_millis(200);
     while !stop.load(Ordering::SeqCst) && !c.done(started) {
+        let expected = c.cluster_id.clone();
         let watched = store.block_on(async {
             let members = survey(opts).await;
-            let member = choose(&members)?;
+            let member = same_cluster(choose(&members)?, &expected)?;
             let mut client = opts.connect(&member.endpoint).await?;
             let options = WatchOptions::new()
                 .with_all_keys()
@@ -403,6 +413,10 @@ pub fn capture(
         });
         let (endpoint, mut client, mut watcher, mut stream) = match watched {
             Ok(w) => w,
+            Err(e @ EtcdError::OtherCluster { .. }) => {
+                c.flush()?;
+                return Err(e);
+            }
             Err(e) => {
                 (c.report)(Progress::Reconnecting {
                     detail: e.to_string(),
