@@ -131,7 +131,8 @@ pub fn main() -> i32 {
                 return exit::OK;
             }
             let _ = e.print();
-            if std::env::args().any(|a| a == "--json") {
+            // args_os: an argument that is not UTF-8 must not panic here.
+            if std::env::args_os().any(|a| a == "--json") {
                 let text = e.render().to_string();
                 let first = text.lines().next().unwrap_or_default();
                 output::error_json(exit::USAGE, first.trim_start_matches("error: "));
