@@ -13,7 +13,7 @@ pub struct Entry {
     pub size: u64,
     pub hash: Option<String>,
     pub mtime: (i64, i64),
-    pub target: Option<String>,
+    pub target: Option<Vec<u8>>,
     pub uid: u32,
     pub gid: u32,
     pub link_group: Option<Vec<u8>>,
@@ -65,9 +65,12 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                     hash,
                     // Directory mtimes are compared too: restore sets them last.
                     mtime: (m.mtime(), m.mtime_nsec()),
-                    target: ft
-                        .is_symlink()
-                        .then(|| std::fs::read_link(&p).unwrap().display().to_string()),
+                    // Compared as bytes: a target need not be UTF-8.
+                    target: ft.is_symlink().then(|| {
+                        std::os::unix::ffi::OsStringExt::into_vec(
+                            std::fs::read_link(&p).unwrap().into_os_string(),
+                        )
+                    }),
                     uid: m.uid(),
                     gid: m.gid(),
                     link_group,

@@ -247,17 +247,21 @@ fn a_stream_cut_halfway_records_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Kill etcd once the snapshot is flowing into the repository.
+    // Once the snapshot flows into the repository, hold ballast (SIGSTOP) so that
+    // the stream cannot end first, kill etcd, and let ballast go on.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while env.objects("data").is_empty() {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the snapshot finished before etcd could be killed"
+            "the snapshot finished before its first pack was seen"
         );
         assert!(std::time::Instant::now() < deadline, "no pack appeared");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    let pid = child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
     etcd.kill();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -9,8 +9,12 @@
 //! capture asks etcd for a progress notification and checks that its member still has
 //! a leader; when nothing arrives for three heartbeats, or the member lost its leader,
 //! it reconnects (to the best member, [`choose`]). Each progress notification is
-//! stored as a mark: even when nothing changes, the segments say until when the
-//! capture was watching.
+//! kept as a mark in the segment in progress: even when nothing changes, the
+//! segments say until when the capture was watching. The marks of a quiet stretch
+//! are stored with the next segment, at the next change or when the capture stops:
+//! until then a point in time inside the current quiet stretch is refused as after
+//! the last captured change, and a capture killed with SIGKILL loses those marks
+//! (the changes it stored are not affected).
 //!
 //! Every (re)connection, including the first of a process, starts with a gap: the
 //! changes etcd replays from the resume point happened while nobody watched, at times
