@@ -44,7 +44,8 @@
 //! - **CRDs**: a valid CRD is Established at once (conditions `NamesAccepted`,
 //!   `Established`); its served versions appear in discovery; deleting it deletes
 //!   its objects. Objects of every served version are one set (no conversion).
-//! - **Namespaces**: created with `spec.finalizers`, phase Active, and (as the
+//! - **Namespaces**: created with the label `kubernetes.io/metadata.name`,
+//!   `spec.finalizers`, phase Active, and (as the
 //!   controllers do) a `default` ServiceAccount and a `kube-root-ca.crt`
 //!   ConfigMap; `default`, `kube-system`, `kube-public` and `kube-node-lease` exist
 //!   from the start, with the `kubernetes` Service and two PriorityClasses.

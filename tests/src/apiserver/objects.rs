@@ -261,6 +261,8 @@ pub fn prepare_create(
     }
     match rt.kind.as_str() {
         "Namespace" => {
+            // Set on every namespace since Kubernetes 1.21.
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             obj["spec"]["finalizers"] = json!(["kubernetes"]);
             obj["status"] = json!({"phase": "Active"});
         }
