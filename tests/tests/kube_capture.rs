@@ -228,6 +228,29 @@ fn an_expired_continue_token_starts_the_resource_over_without_duplicates_or_gaps
     );
 }
 
+/// A server whose lists do not come in key order (an aggregated API server's may
+/// not): the list starts over, kept whole in memory, and nothing is lost.
+#[test]
+fn objects_out_of_key_order_are_all_captured() {
+    let k = KubeEnv::new();
+    seed_shop(&k);
+    k.server.namespace("a-shop");
+    k.server
+        .create("/api/v1/namespaces/a-shop/configmaps", configmap("x", "1"));
+    k.server.faults(|f| {
+        f.unordered.insert("configmaps".into());
+    });
+    let out = k.backup_ok(&["--page-size", "4"]);
+    let cm = resource(manifest(&out), "", "configmaps");
+    assert_eq!(cm["lists"][0]["restarts"], 1, "{cm}");
+    let rv = cm["lists"][0]["resource_version"].as_str().unwrap();
+    let id = out["snapshot_id"].as_str().unwrap();
+    assert_eq!(
+        k.stored(id, "configmaps"),
+        k.list("/api/v1/configmaps", Some(rv))
+    );
+}
+
 #[test]
 fn throttling_is_waited_out_as_the_server_asks() {
     let k = KubeEnv::new();

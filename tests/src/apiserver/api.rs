@@ -1041,10 +1041,19 @@ impl Inner {
             "apiVersion": t.rt.group_version(&t.version),
             "metadata": meta,
         });
-        let items: Vec<Value> = page
+        let mut items: Vec<Value> = page
             .iter()
             .map(|(_, o)| present(&t.rt, &t.version, o, true))
             .collect();
+        let reversed = fault_cfg
+            .lock()
+            .unwrap()
+            .unordered
+            .iter()
+            .any(|r| faults::names(r, &t.rt.resource, &t.rt.group));
+        if reversed {
+            items.reverse();
+        }
         // Faults that act on lists of this resource, each once.
         let named = |rule: &String| faults::names(rule, &t.rt.resource, &t.rt.group);
         let mut f = fault_cfg.lock().unwrap();

@@ -31,6 +31,9 @@ pub struct Faults {
     /// are served, the store is written to and compacted, once: continue tokens of
     /// lists begun before expire (410 Gone).
     pub compact_after_pages: HashMap<String, u32>,
+    /// Resources (`resource` or `resource.group`) whose list pages come in reverse
+    /// key order, as an aggregated API server's may.
+    pub unordered: HashSet<String>,
     /// The bearer token every request must carry; none needed when empty.
     pub token: String,
 }

@@ -157,8 +157,9 @@ impl<'a> Writer<'a> {
                 Msg::Item { res, bytes } => self.item(res, &bytes)?,
                 Msg::PageEnd { res, reply } => {
                     let c = &mut self.collectors[res];
-                    let ordered = !c.out_of_order;
-                    if !ordered {
+                    // Once held in memory, the order no longer matters.
+                    let ordered = c.hold || !c.out_of_order;
+                    if c.out_of_order {
                         c.hold = true;
                     }
                     let _ = reply.send(ordered);
