@@ -429,6 +429,93 @@ fn a_refused_token_is_a_clear_error_and_is_never_printed() {
         .ok();
 }
 
+/// Over HTTPS, the server is checked against the kubeconfig's CA; in a pod, the
+/// service account's token, CA and the KUBERNETES_SERVICE_* variables are used.
+#[test]
+fn tls_and_the_pods_service_account() {
+    let k = KubeEnv::new();
+    let s = ballast_tests::apiserver::TestApiServer::start_tls();
+    s.faults(|f| f.token = "sa-token-of-the-pod".into());
+    s.namespace("shop");
+    let kc = s.kubeconfig(k.env.dir.path(), "tls", Some("sa-token-of-the-pod"));
+    let out = k
+        .env
+        .run(&[
+            "backup",
+            "kube",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(out["manifest"]["cluster"]["server"], s.url());
+    // Another CA: the server is not trusted.
+    let text = std::fs::read_to_string(&kc).unwrap();
+    let other = k.env.path("other-ca.pem");
+    std::fs::write(&other, include_str!("../fixtures/other-ca.pem")).unwrap();
+    let bad = k.env.path("kubeconfig-bad-ca");
+    std::fs::write(
+        &bad,
+        text.replace(
+            &format!("{}/ca.pem", ballast_tests::apiserver::TEST_TLS),
+            other.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let e = k
+        .env
+        .run(&["backup", "kube", "--kubeconfig", bad.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        e.stderr.contains(&s.url()) && e.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        e.stderr
+    );
+
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: no mount namespace for the service-account files here");
+        return;
+    }
+    // In a pod: the files of /var/run/secrets/kubernetes.io/serviceaccount, in a
+    // mount namespace of the test's own, and no kubeconfig anywhere.
+    let sa = k.env.path("sa");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::write(sa.join("token"), "sa-token-of-the-pod").unwrap();
+    std::fs::copy(
+        format!("{}/ca.pem", ballast_tests::apiserver::TEST_TLS),
+        sa.join("ca.crt"),
+    )
+    .unwrap();
+    std::fs::write(sa.join("namespace"), "shop").unwrap();
+    let ballast = ballast_tests::ballast_bin();
+    let script = format!(
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/secrets/kubernetes.io/serviceaccount && cp {}/* /run/secrets/kubernetes.io/serviceaccount/ && exec {} --repo {} backup kube --json",
+        sa.display(),
+        ballast.display(),
+        k.env.repo
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", k.env.path("no-home"))
+        .env("BALLAST_PASSWORD", ballast_tests::PASSWORD)
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", s.addr().port().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["manifest"]["cluster"]["context"], "in-cluster");
+    assert_eq!(v["manifest"]["complete"], true);
+}
+
 #[test]
 fn a_large_configmap_and_two_crds_that_share_a_kind() {
     let k = KubeEnv::new();

@@ -200,21 +200,33 @@ impl Cluster {
 
     fn transport_error(&self, what: &str, e: &kube::Error) -> KubeError {
         let detail = error_chain(e);
+        let lower = detail.to_ascii_lowercase();
+        let tls = ["certificate", "tls", "handshake", "unknownissuer"]
+            .iter()
+            .any(|s| lower.contains(s));
         let refused = [
-            "Connection refused",
             "connection refused",
             "dns error",
-            "No route to host",
-            "ConnectTimeout",
+            "no route to host",
+            "connecttimeout",
             "timed out",
         ]
         .iter()
-        .any(|s| detail.contains(s));
-        if refused && self.stats.requests.load(Ordering::Relaxed) <= 1 {
+        .any(|s| lower.contains(s));
+        if tls {
+            // Not transient: the same certificate fails the same way.
             KubeError::Unreachable {
                 server: self.server.clone(),
                 context: self.context.clone(),
                 detail,
+                hint: "the server's certificate is not trusted: check the cluster's certificate-authority in the kubeconfig (in a pod, the service account's ca.crt)",
+            }
+        } else if refused && self.stats.requests.load(Ordering::Relaxed) <= 1 {
+            KubeError::Unreachable {
+                server: self.server.clone(),
+                context: self.context.clone(),
+                detail,
+                hint: "check that it runs and that the kubeconfig points at it",
             }
         } else {
             KubeError::Transport {

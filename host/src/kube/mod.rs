@@ -37,12 +37,13 @@ pub enum KubeError {
     #[error("{0}")]
     Config(String),
     #[error(
-        "cannot reach the Kubernetes API server at {server} (context {context}): {detail}; check that it runs and that the kubeconfig points at it"
+        "cannot reach the Kubernetes API server at {server} (context {context}): {detail}; {hint}"
     )]
     Unreachable {
         server: String,
         context: String,
         detail: String,
+        hint: &'static str,
     },
     #[error(
         "the API server at {server} refused the credentials of context {context} (401 Unauthorized): the token or certificate may have expired; refresh the kubeconfig"

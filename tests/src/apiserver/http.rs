@@ -21,22 +21,59 @@ use super::resources::ResourceType;
 use super::select::{FieldSelector, LabelSelector};
 use super::store::{EventKind, ReadError};
 
-/// Serves connections on `listener` until the task is dropped.
-pub async fn serve(state: Arc<State>, listener: tokio::net::TcpListener) {
+/// Serves connections on `listener` until the task is dropped, over TLS when an
+/// acceptor is given.
+pub async fn serve(
+    state: Arc<State>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
             let service = service_fn(move |req| handle(state.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(io, service)
-                .await;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            match tls {
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = builder.keep_alive(true).serve_connection(io, service).await;
+                }
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = builder.keep_alive(true).serve_connection(io, service).await;
+                }
+            }
         });
     }
+}
+
+/// A TLS acceptor for the certificate chain and key in these PEM files.
+pub fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert).expect("the server certificate"),
+    ))
+    .collect::<Result<_, _>>()
+    .expect("PEM certificates");
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).expect("the server key"),
+    ))
+    .expect("a PEM key")
+    .expect("a key");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("a server certificate");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 type Out = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;

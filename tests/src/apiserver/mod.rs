@@ -61,7 +61,8 @@
 //! workload specs, no garbage collection of dependents, no conversion between
 //! versions, no field ownership in server-side apply, no protobuf or Table output,
 //! no OpenAPI documents. A namespace is deleted at once with its contents (the real
-//! server takes it through Terminating). Plain HTTP on loopback.
+//! server takes it through Terminating). Plain HTTP on loopback, or HTTPS with the
+//! test CA's certificate ([`TestApiServer::start_tls`]).
 
 pub mod api;
 mod control;
@@ -87,16 +88,37 @@ pub use seed::Dataset;
 pub struct TestApiServer {
     state: Arc<State>,
     addr: SocketAddr,
+    tls: bool,
     runtime: Option<tokio::runtime::Runtime>,
 }
+
+/// The test CA and its certificate for `localhost` and `127.0.0.1`, which
+/// `.ci/install` makes (`.ci/databases`).
+pub const TEST_TLS: &str = "/etc/ballast-test/tls";
 
 impl TestApiServer {
     pub fn start() -> TestApiServer {
         TestApiServer::serve(Arc::new(State::new()), "127.0.0.1:0", 2)
     }
 
+    /// A server on HTTPS with the test CA's certificate (`ca.pem` in [`TEST_TLS`]).
+    pub fn start_tls() -> TestApiServer {
+        let dir = Path::new(TEST_TLS);
+        let tls = http::acceptor(&dir.join("server.pem"), &dir.join("server-key.pem"));
+        TestApiServer::serve_with(Arc::new(State::new()), "127.0.0.1:0", 2, Some(tls))
+    }
+
     /// Serves `state` on `addr` with `threads` worker threads.
     pub fn serve(state: Arc<State>, addr: &str, threads: usize) -> TestApiServer {
+        TestApiServer::serve_with(state, addr, threads, None)
+    }
+
+    fn serve_with(
+        state: Arc<State>,
+        addr: &str,
+        threads: usize,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> TestApiServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("test-apiserver")
@@ -107,19 +129,22 @@ impl TestApiServer {
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("an address");
         let s = state.clone();
+        let secure = tls.is_some();
         runtime.spawn(async move {
             let l = tokio::net::TcpListener::from_std(listener).expect("a listener");
-            http::serve(s, l).await
+            http::serve(s, l, tls).await
         });
         TestApiServer {
             state,
             addr,
+            tls: secure,
             runtime: Some(runtime),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -216,9 +241,13 @@ impl TestApiServer {
             Some(t) => json!({"token": t}),
             None => json!({}),
         };
+        let mut cluster = json!({"server": self.url()});
+        if self.tls {
+            cluster["certificate-authority"] = json!(format!("{TEST_TLS}/ca.pem"));
+        }
         let config = json!({
             "apiVersion": "v1", "kind": "Config", "current-context": name,
-            "clusters": [{"name": name, "cluster": {"server": self.url()}}],
+            "clusters": [{"name": name, "cluster": cluster}],
             "users": [{"name": name, "user": user}],
             "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": "default"}}],
         });
