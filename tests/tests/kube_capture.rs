@@ -206,6 +206,65 @@ fn a_group_whose_discovery_fails_is_recorded_and_the_backup_exits_3() {
 }
 
 #[test]
+fn names_from_a_hostile_discovery_are_refused_and_the_rest_is_captured() {
+    let k = KubeEnv::new();
+    seed_shop(&k);
+    let entry = |name: &str, kind: &str| {
+        json!({"name": name, "singularName": "", "namespaced": true, "kind": kind,
+               "verbs": ["get", "list", "watch"]})
+    };
+    k.server.faults(|f| {
+        f.extra_resources.insert(
+            "evil.example.com/v1".into(),
+            vec![
+                entry("..", "Pwn"),
+                entry("widgets", "../Escape"),
+                entry("_capture.json", "Capture"),
+            ],
+        );
+        f.extra_resources
+            .insert("Bad_Group/v1".into(), vec![entry("things", "Thing")]);
+        f.extra_resources
+            .insert("core/v1".into(), vec![entry("things", "Thing")]);
+    });
+    let out = k.backup(&[]).expect_code(3).json();
+    let m = manifest(&out);
+    let skipped: Vec<&str> = m["skipped_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["what"].as_str().unwrap())
+        .collect();
+    for what in [
+        "evil.example.com/v1/..",
+        "evil.example.com/v1/widgets",
+        "evil.example.com/v1/_capture.json",
+        "Bad_Group/v1",
+        "core/v1",
+    ] {
+        assert!(skipped.contains(&what), "{what} not in {skipped:?}");
+    }
+    for x in m["skipped_groups"].as_array().unwrap() {
+        assert!(
+            x["reason"]
+                .as_str()
+                .unwrap()
+                .contains("cannot be a Kubernetes name"),
+            "{x}"
+        );
+    }
+    assert!(
+        m["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["group"] != "evil.example.com" && r["group"] != "core"),
+        "{m}"
+    );
+    assert_eq!(resource(m, "", "configmaps")["objects"], 19);
+}
+
+#[test]
 fn an_expired_continue_token_starts_the_resource_over_without_duplicates_or_gaps() {
     let k = KubeEnv::new();
     seed_shop(&k);
@@ -262,8 +321,21 @@ fn throttling_is_waited_out_as_the_server_asks() {
     });
     let out = k.backup_ok(&[]);
     assert_eq!(manifest(&out)["complete"], true);
-    let throttled = k.server.served().iter().filter(|s| s.status == 429).count();
+    let served = k.server.served();
+    let throttled = served.iter().filter(|s| s.status == 429).count();
     assert_eq!(throttled, 3);
+    // Each 429 said "retry after 1 s": the next request came no sooner (a lower
+    // bound, which a slow machine cannot break).
+    let last = served.iter().rposition(|s| s.status == 429).unwrap();
+    let again = |s: &&ballast_tests::apiserver::faults::Served| {
+        s.path == served[last].path && s.query == served[last].query
+    };
+    let next = served[last + 1..].iter().find(again).expect("asked again");
+    assert!(
+        next.at_ms >= served[last].at_ms + 950,
+        "asked again {} ms after a Retry-After of 1 s",
+        next.at_ms - served[last].at_ms
+    );
 }
 
 #[test]

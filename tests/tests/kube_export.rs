@@ -331,15 +331,14 @@ fn diffs_between_snapshots_and_against_the_live_cluster() {
             d["name"].as_str().unwrap()
         )
     };
-    let live: Vec<String> = k
-        .json(&[
-            "kube",
-            "diff",
-            &a,
-            "--live",
-            "--kubeconfig",
-            k.kubeconfig.to_str().unwrap(),
-        ])
+    let live: Vec<String> = k.json(&[
+        "kube",
+        "diff",
+        &a,
+        "--live",
+        "--kubeconfig",
+        k.kubeconfig.to_str().unwrap(),
+    ])["differences"]
         .as_array()
         .unwrap()
         .iter()
@@ -354,8 +353,7 @@ fn diffs_between_snapshots_and_against_the_live_cluster() {
         .as_str()
         .unwrap()
         .to_string();
-    let between: Vec<String> = k
-        .json(&["kube", "diff", &a, &b])
+    let between: Vec<String> = k.json(&["kube", "diff", &a, &b])["differences"]
         .as_array()
         .unwrap()
         .iter()
@@ -363,8 +361,7 @@ fn diffs_between_snapshots_and_against_the_live_cluster() {
         .collect();
     assert_eq!(between, live);
     // --exact sees the status (and every resourceVersion that moved).
-    let exact: Vec<String> = k
-        .json(&["kube", "diff", &a, &b, "--exact"])
+    let exact: Vec<String> = k.json(&["kube", "diff", &a, &b, "--exact"])["differences"]
         .as_array()
         .unwrap()
         .iter()
@@ -404,6 +401,128 @@ fn diffs_between_snapshots_and_against_the_live_cluster() {
         human.stdout.contains("1 added, 1 removed, 1 changed"),
         "{}",
         human.stdout
+    );
+}
+
+#[test]
+fn what_one_side_could_not_hold_is_not_compared_and_a_live_diff_keeps_the_selection() {
+    let k = KubeEnv::new();
+    seed_app(&k.server);
+    let s = &k.server;
+    s.namespace("other");
+    s.create(
+        "/api/v1/namespaces/other/configmaps",
+        configmap("elsewhere", "1"),
+    );
+    let id = |v: Value| v["snapshot_id"].as_str().unwrap().to_string();
+    let whole = id(k.backup_ok(&[]));
+    // B may not list Secrets: the one A holds is not "removed".
+    s.faults(|f| {
+        f.forbidden.insert("secrets".into());
+    });
+    let blind = id(k.backup(&[]).expect_code(3).json());
+    s.faults(|f| f.forbidden.clear());
+    for (a, b, side) in [(&whole, &blind, "B"), (&blind, &whole, "A")] {
+        let cmp = k.json(&["kube", "diff", a, b]);
+        assert_eq!(cmp["differences"], json!([]), "{cmp}");
+        let nc = cmp["not_compared"].as_array().unwrap();
+        assert_eq!(nc.len(), 1, "{cmp}");
+        assert_eq!(nc[0]["resource"], "secrets");
+        assert_eq!(nc[0]["namespace"], "shop");
+        assert_eq!(nc[0]["objects"], 1);
+        let reason = nc[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!("{side} could not list it")),
+            "{reason}"
+        );
+    }
+    let human = k.env.run(&["kube", "diff", &whole, &blind]).ok();
+    assert!(
+        human.stdout.contains("0 added, 0 removed, 0 changed")
+            && human.stdout.contains("not compared: 1 secrets in shop"),
+        "{}",
+        human.stdout
+    );
+
+    // A namespace backup against a whole-cluster one: the other namespace is
+    // outside it, not added.
+    let shop = id(k.backup_ok(&["-n", "shop"]));
+    let cmp = k.json(&["kube", "diff", &shop, &whole]);
+    assert_eq!(cmp["differences"], json!([]), "{cmp}");
+    let reasons: Vec<&str> = cmp["not_compared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"outside A's namespaces"), "{cmp}");
+
+    // Against the live cluster, the namespace backup sees what it would have
+    // taken: its namespace, without objects labelled to be left out, and no
+    // cluster-scoped object it did not need.
+    s.create(
+        "/api/v1/namespaces/other/configmaps",
+        configmap("later", "2"),
+    );
+    s.create(
+        "/api/v1/namespaces/shop/configmaps",
+        configmap("added", "3"),
+    );
+    s.create(
+        "/api/v1/namespaces/shop/configmaps",
+        json!({"metadata": {"name": "scratch", "labels": {"ballast.io/exclude": "true"}}, "data": {"a": "1"}}),
+    );
+    s.create(
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        json!({"metadata": {"name": "newcomer"}, "rules": []}),
+    );
+    let live = k.json(&[
+        "kube",
+        "diff",
+        &shop,
+        "--live",
+        "--kubeconfig",
+        k.kubeconfig.to_str().unwrap(),
+    ]);
+    let names: Vec<String> = live["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["change"].as_str().unwrap(),
+                d["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(names, ["added added"], "{live}");
+    // The whole-cluster backup sees all of it but the labelled one.
+    let live = k.json(&[
+        "kube",
+        "diff",
+        &whole,
+        "--live",
+        "--kubeconfig",
+        k.kubeconfig.to_str().unwrap(),
+    ]);
+    let mut names: Vec<String> = live["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["change"].as_str().unwrap(),
+                d["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["added added", "added later", "added newcomer"],
+        "{live}"
     );
 }
 

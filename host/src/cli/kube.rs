@@ -377,8 +377,7 @@ fn get(g: &GlobalArgs, a: GetArgs) -> Result<i32> {
     };
     let mut obj = s.read(e)?;
     if a.clean {
-        let mut ctx = crate::kube::clean::Context::default();
-        ctx.note(&e.at, &obj);
+        let ctx = export::context(&s, e.at.namespace.as_deref())?;
         match crate::kube::clean::clean(&e.at, &obj, &ctx) {
             crate::kube::clean::Verdict::Keep(c) => obj = c,
             crate::kube::clean::Verdict::Drop(why) => {
@@ -403,19 +402,28 @@ fn diff_cmd(g: &GlobalArgs, a: DiffArgs) -> Result<i32> {
             ..Default::default()
         },
     };
-    let left = diff::snapshot_objects(&before, &filter, a.exact)?;
-    let right = match (&a.b, a.live) {
-        (Some(b), false) => {
-            diff::snapshot_objects(&StoredSnapshot::open(&repo, b)?, &filter, a.exact)?
-        }
-        _ => {
+    // One object's fields are compared whether or not an export would keep it.
+    let form = match (a.exact, a.object.is_some()) {
+        (true, _) => diff::Form::Exact,
+        (false, true) => diff::Form::Stripped,
+        (false, false) => diff::Form::Clean,
+    };
+    let left = diff::snapshot_objects(&before, &filter, form)?;
+    let after = match (&a.b, a.live) {
+        (Some(b), false) => Some(StoredSnapshot::open(&repo, b)?),
+        _ => None,
+    };
+    let right = match &after {
+        Some(b) => diff::snapshot_objects(b, &filter, form)?,
+        None => {
+            let taken = diff::Taken::of(&before)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
                 let cluster = Cluster::connect(&a.connect.options()).await?;
-                diff::live_objects(&cluster, &before, &filter, a.exact, 500).await
+                diff::live_objects(&cluster, &before, &taken, &filter, form, 500).await
             })?
         }
     };
@@ -450,11 +458,27 @@ fn diff_cmd(g: &GlobalArgs, a: DiffArgs) -> Result<i32> {
         }
         return Ok(exit::OK);
     }
-    let diffs = diff::differences(&left, &right);
+    // What one side holds and the other could not have: not a difference.
+    let a_covers = diff::Coverage::of(
+        "A",
+        &before.manifest,
+        after
+            .as_ref()
+            .map_or(&before.manifest.selection, |b| &b.manifest.selection),
+    )?;
+    let b_covers = match &after {
+        Some(b) => Some(diff::Coverage::of(
+            "B",
+            &b.manifest,
+            &before.manifest.selection,
+        )?),
+        None => None,
+    };
+    let cmp = diff::differences(&left, &right, Some(&a_covers), b_covers.as_ref());
     if g.json {
-        output::json(&diffs)?;
+        output::json(&cmp)?;
     } else {
-        for d in &diffs {
+        for d in &cmp.differences {
             let mark = match d.change {
                 Change::Added => '+',
                 Change::Removed => '-',
@@ -462,13 +486,24 @@ fn diff_cmd(g: &GlobalArgs, a: DiffArgs) -> Result<i32> {
             };
             println!("{mark} {}", d.key.display());
         }
-        let count = |c: Change| diffs.iter().filter(|d| d.change == c).count();
+        let count = |c: Change| cmp.differences.iter().filter(|d| d.change == c).count();
         println!(
             "{} added, {} removed, {} changed",
             count(Change::Added),
             count(Change::Removed),
             count(Change::Changed)
         );
+        for n in &cmp.not_compared {
+            let ns = n
+                .namespace
+                .as_deref()
+                .map(|ns| format!(" in {ns}"))
+                .unwrap_or_default();
+            println!(
+                "not compared: {} {}{ns} held by one side only: {}",
+                n.objects, n.resource, n.reason
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -496,7 +531,7 @@ fn export_cmd(g: &GlobalArgs, a: ExportArgs) -> Result<i32> {
             println!("  {n} left out: {why}");
         }
         for e in &summary.errors {
-            println!("  not written: {e}");
+            println!("  {e}");
         }
     }
     Ok(if summary.errors.is_empty() {

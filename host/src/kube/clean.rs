@@ -42,15 +42,16 @@ pub enum Verdict {
 const OWNED_ANNOTATIONS: &[&str] = &[
     "kubectl.kubernetes.io/last-applied-configuration",
     "deployment.kubernetes.io/revision",
-    "pv.kubernetes.io/bind-completed",
-    "pv.kubernetes.io/bound-by-controller",
-    "pv.kubernetes.io/provisioned-by",
     "volume.beta.kubernetes.io/storage-provisioner",
     "volume.kubernetes.io/storage-provisioner",
     "volume.kubernetes.io/selected-node",
     "control-plane.alpha.kubernetes.io/leader",
     "endpoints.kubernetes.io/last-change-trigger-time",
 ];
+
+/// Annotation prefixes that belong to a controller (every `pv.kubernetes.io/`
+/// annotation is the PersistentVolume controller's).
+const OWNED_ANNOTATION_PREFIXES: &[&str] = &["pv.kubernetes.io/"];
 
 /// Metadata the server owns.
 const OWNED_METADATA: &[&str] = &[
@@ -169,9 +170,15 @@ fn plain_default_account(obj: &Value) -> bool {
 /// The object with what the server owns or allocated removed, or why it is left
 /// out altogether.
 pub fn clean(at: &ObjectRef, obj: &Value, ctx: &Context) -> Verdict {
-    if let Some(why) = dropped(at, obj, ctx) {
-        return Verdict::Drop(why);
+    match dropped(at, obj, ctx) {
+        Some(why) => Verdict::Drop(why),
+        None => Verdict::Keep(strip(at, obj)),
     }
+}
+
+/// The object with what the server owns or allocated removed (whether or not a
+/// clean export would keep it: `kube diff --object` compares any object so).
+pub fn strip(at: &ObjectRef, obj: &Value) -> Value {
     let mut o = obj.clone();
     let applied: Value = o["metadata"]["annotations"]
         ["kubectl.kubernetes.io/last-applied-configuration"]
@@ -188,9 +195,10 @@ pub fn clean(at: &ObjectRef, obj: &Value, ctx: &Context) -> Verdict {
         // would delete an object whose owner it cannot find.
         meta.remove("ownerReferences");
         if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-            for k in OWNED_ANNOTATIONS {
-                a.remove(*k);
-            }
+            a.retain(|k, _| {
+                !OWNED_ANNOTATIONS.contains(&k.as_str())
+                    && !OWNED_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p))
+            });
         }
         if let Some(f) = meta.get_mut("finalizers").and_then(Value::as_array_mut) {
             f.retain(|x| !x.as_str().is_some_and(|s| OWNED_FINALIZERS.contains(&s)));
@@ -225,7 +233,7 @@ pub fn clean(at: &ObjectRef, obj: &Value, ctx: &Context) -> Verdict {
         ("batch", "jobs") => clean_job(root),
         _ => {}
     }
-    Verdict::Keep(o)
+    o
 }
 
 fn prune_empty(m: &mut Map<String, Value>, keys: &[&str]) {
@@ -345,6 +353,14 @@ mod tests {
             panic!("kept")
         };
         assert_eq!(c["spec"]["clusterIP"], "None");
+        let pv = json!({"metadata": {"name": "pv1", "annotations": {
+            "pv.kubernetes.io/migrated-to": "ebs.csi.aws.com", "pv.kubernetes.io/provisioned-by": "x",
+            "owner": "team-a"}}});
+        let stripped = strip(&at("", "persistentvolumes", None, "pv1"), &pv);
+        assert_eq!(
+            stripped["metadata"]["annotations"],
+            json!({"owner": "team-a"})
+        );
     }
 
     #[test]

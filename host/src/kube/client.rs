@@ -73,16 +73,18 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Cluster {
     pub async fn connect(opts: &ConnectOptions) -> Result<Cluster, KubeError> {
+        if !(opts.qps.is_finite() && (opts.qps == 0.0 || opts.qps >= 0.01)) {
+            return Err(KubeError::Invalid(format!(
+                "--qps {} is not a rate: give requests per second, at least 0.01 (0: no limit)",
+                opts.qps
+            )));
+        }
         let (mut config, context) = load_config(opts).await?;
         // ballast retries itself, so that it can honour Retry-After and count.
         config.default_retry = false;
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(120));
-        let server = config
-            .cluster_url
-            .to_string()
-            .trim_end_matches('/')
-            .to_string();
+        let server = shown_url(&config.cluster_url);
         let client = kube::Client::try_from(config).map_err(|e| {
             KubeError::Config(format!(
                 "cannot set up a client for {server} (context {context}): {e}"
@@ -201,7 +203,9 @@ impl Cluster {
     fn transport_error(&self, what: &str, e: &kube::Error) -> KubeError {
         let detail = error_chain(e);
         let lower = detail.to_ascii_lowercase();
-        let tls = ["certificate", "tls", "handshake", "unknownissuer"]
+        // Only a certificate the client refused is fatal: a handshake cut by a
+        // restarting server is transient, and retried.
+        let tls = ["certificate", "unknownissuer", "invalid peer certificate"]
             .iter()
             .any(|s| lower.contains(s));
         let refused = [
@@ -399,16 +403,39 @@ impl RateLimiter {
                     return;
                 }
                 *s = (tokens, now);
-                Duration::from_secs_f64((1.0 - tokens) / self.qps)
+                // At most a minute at a time, whatever the rate.
+                Duration::from_secs_f64(((1.0 - tokens) / self.qps).min(60.0))
             };
             tokio::time::sleep(wait).await;
         }
     }
 }
 
+/// The server's URL as ballast shows and records it: scheme, host, port and path,
+/// without a `user:password@` or a query that a kubeconfig may carry.
+fn shown_url(uri: &http::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let host = uri.host().unwrap_or_default();
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{scheme}://{host}{port}{}",
+        uri.path().trim_end_matches('/')
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_url_is_shown_without_its_credentials() {
+        let uri: http::Uri = "https://admin:s3cret@10.0.0.1:6443/k8s/?token=abc"
+            .parse()
+            .unwrap();
+        let shown = shown_url(&uri);
+        assert_eq!(shown, "https://10.0.0.1:6443/k8s");
+        assert!(!shown.contains("s3cret") && !shown.contains("abc"));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_limiter_lets_a_burst_through_then_the_average() {

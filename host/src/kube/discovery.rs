@@ -23,6 +23,10 @@ pub struct ApiResource {
     /// The version clients get by default (with `--all-versions`, the others are
     /// captured too).
     pub preferred: bool,
+    /// Names of the resources served as copies of this one's objects
+    /// (`events.events.k8s.io` for core `events`): a selection that names them
+    /// means this one.
+    pub aliases: Vec<String>,
 }
 
 impl ApiResource {
@@ -123,6 +127,15 @@ pub async fn discover(cluster: &Cluster, all_versions: bool) -> Result<Discovere
         .await;
     let mut out = Discovered::default();
     for ((g, v), r) in lists {
+        if let Some(why) = bad_group(&g).or_else(|| bad_version(&v)) {
+            out.skipped_groups.push(Missed {
+                what: group_version(&g, &v),
+                namespace: None,
+                code: None,
+                reason: format!("the server gave a name that cannot be a Kubernetes name: {why}"),
+            });
+            continue;
+        }
         let list = match r {
             Ok(l) => l,
             Err(e) if g.is_empty() => return Err(e),
@@ -148,6 +161,17 @@ pub async fn discover(cluster: &Cluster, all_versions: bool) -> Result<Discovere
         for r in list.resources {
             if r.name.contains('/') {
                 continue; // a subresource
+            }
+            if let Some(why) = bad_resource(&r.name).or_else(|| bad_kind(&r.kind)) {
+                out.skipped_groups.push(Missed {
+                    what: format!("{}/{}", group_version(&g, &v), r.name),
+                    namespace: None,
+                    code: None,
+                    reason: format!(
+                        "the server gave a name that cannot be a Kubernetes name: {why}"
+                    ),
+                });
+                continue;
             }
             let qualified = if g.is_empty() {
                 r.name.clone()
@@ -179,6 +203,7 @@ pub async fn discover(cluster: &Cluster, all_versions: bool) -> Result<Discovere
                 namespaced: r.namespaced,
                 short_names: r.short_names.unwrap_or_default(),
                 preferred: !seen,
+                aliases: vec![],
             });
         }
     }
@@ -193,6 +218,16 @@ pub async fn discover(cluster: &Cluster, all_versions: bool) -> Result<Discovere
             x.group == *g && x.resource == *r && present(canonical, r, &snapshot)
         })
     });
+    for x in out.resources.iter_mut() {
+        for (g, r, canonical) in ALIASES {
+            if x.group == *canonical && x.resource == *r {
+                if let Some(alias) = snapshot.iter().find(|a| a.group == *g && a.resource == *r) {
+                    x.aliases.push(format!("{r}.{g}"));
+                    x.aliases.push(format!("{}.{g}", alias.kind));
+                }
+            }
+        }
+    }
     for (g, r, canonical) in ALIASES {
         if present(g, r, &snapshot) && present(canonical, r, &snapshot) {
             let target = if canonical.is_empty() {
@@ -207,6 +242,52 @@ pub async fn discover(cluster: &Cluster, all_versions: bool) -> Result<Discovere
         }
     }
     Ok(out)
+}
+
+/// Names from discovery become directory names in the snapshot and file names in an
+/// export: each must be what Kubernetes allows, and nothing that collides with
+/// ballast's own names (`core`, `_cluster`, `_capture.json`).
+fn bad_group(g: &str) -> Option<String> {
+    if g.is_empty() {
+        return None;
+    }
+    let ok = g.len() <= 253
+        && g.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && g != super::layout::CORE_GROUP;
+    (!ok).then(|| format!("group {g:?}"))
+}
+
+fn bad_version(v: &str) -> Option<String> {
+    // A DNS-1035 label, as CRD versions are (`v1`, `v1beta1`, `v2-alpha`).
+    let ok = v.len() <= 63
+        && v.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.ends_with('-');
+    (!ok).then(|| format!("version {v:?}"))
+}
+
+fn bad_resource(r: &str) -> Option<String> {
+    let ok = !r.is_empty()
+        && r.len() <= 63
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !r.starts_with('-');
+    (!ok).then(|| format!("resource {r:?}"))
+}
+
+fn bad_kind(k: &str) -> Option<String> {
+    let ok = k.len() <= 63
+        && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && k.chars().all(|c| c.is_ascii_alphanumeric());
+    (!ok).then(|| format!("kind {k:?}"))
 }
 
 fn group_version(group: &str, version: &str) -> String {

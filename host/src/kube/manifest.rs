@@ -65,6 +65,9 @@ pub struct Captured {
     /// (`--cluster-resources auto` in a namespace backup).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub not_needed: u64,
+    /// Objects the server sent that could not be stored (each is in `warnings`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub unstored: u64,
 }
 
 fn is_zero_u64(n: &u64) -> bool {
@@ -144,6 +147,9 @@ pub struct Manifest {
     pub excluded_objects: Vec<ExcludedObject>,
     /// Anything else worth knowing (an object that could not be stored).
     pub warnings: Vec<String>,
+    /// Objects the server sent that could not be stored (each is in `warnings`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub unstored: u64,
 }
 
 pub const FORMAT: &str = "ballast.kube.capture/v1";
@@ -163,6 +169,12 @@ impl Manifest {
         }
         for m in &self.failed {
             out.push(format!("{} failed: {}", m.what, m.reason));
+        }
+        if self.unstored > 0 {
+            out.push(format!(
+                "{} objects could not be stored (the warnings say which)",
+                self.unstored
+            ));
         }
         out
     }

@@ -15,6 +15,7 @@
 //! | `clean`       | what export drops, and why                                     |
 //! | `export`      | clean manifests into a directory                               |
 //! | `diff`        | two snapshots, or a snapshot and the live cluster, compared    |
+//! | `yaml`        | YAML that YAML 1.1 and 1.2 parsers read back the same          |
 
 pub mod capture;
 pub mod clean;
@@ -28,6 +29,7 @@ pub mod manifest;
 pub mod object;
 pub mod select;
 pub mod stored;
+pub mod yaml;
 
 use crate::repo::RepoError;
 

@@ -173,6 +173,7 @@ impl Compiled {
             format!("{}.{group}", r.kind),
         ];
         names.extend(r.short_names.iter().cloned());
+        names.extend(r.aliases.iter().cloned());
         if !r.group.is_empty() {
             names.push(r.qualified());
         }
@@ -202,6 +203,7 @@ mod tests {
             namespaced: true,
             short_names: vec!["cm".into()],
             preferred: true,
+            aliases: vec![],
         }
     }
 

@@ -115,6 +115,13 @@ impl Tree {
             )));
         }
         self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        // A tree with a name twice would not read back (`decode` refuses it).
+        if let Some(w) = self.nodes.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(RepoError::Invalid(format!(
+                "{:?} is in one directory twice",
+                w[0].name_lossy()
+            )));
+        }
         saver.save(
             BlobKind::Tree,
             postcard::to_stdvec(&self).expect("serialising a tree"),

@@ -306,19 +306,22 @@ impl State {
                 if let Some(why) = faults.broken_groups.get(&gv) {
                     return Response::error(ApiError::new(503, "ServiceUnavailable", why.clone()));
                 }
+                let extra = faults.extra_resources.get(&gv).cloned().unwrap_or_default();
                 let inner = self.inner.lock().unwrap();
                 let types: Vec<&ResourceType> =
                     inner.types.iter().filter(|t| t.group == g).collect();
-                if !types.iter().any(|t| t.versions.contains(&v)) {
+                if !types.iter().any(|t| t.versions.contains(&v)) && extra.is_empty() {
                     return Response::error(ApiError::new(
                         404,
                         "NotFound",
                         "the server could not find the requested resource",
                     ));
                 }
+                let mut list = resources::api_resources(&types, &v);
+                list.extend(extra);
                 Response::ok(json!({
                     "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
-                    "resources": resources::api_resources(&types, &v),
+                    "resources": list,
                 }))
             }
             Route::Object(t) => {
@@ -370,7 +373,11 @@ impl State {
                 }
             }
         }
-        for gv in faults.broken_groups.keys() {
+        for gv in faults
+            .broken_groups
+            .keys()
+            .chain(faults.extra_resources.keys())
+        {
             if let Some((g, v)) = gv.split_once('/') {
                 if !groups.iter().any(|(x, _)| x == g) {
                     groups.push((g.to_string(), vec![v.to_string()]));
@@ -742,7 +749,7 @@ fn json_patch_op(doc: &mut Value, op: &Value) -> Result<(), ApiError> {
 /// `apiVersion` and `kind`, as the real server sends them; custom objects keep them.
 pub fn present(rt: &ResourceType, version: &str, obj: &Value, in_list: bool) -> Value {
     let mut o = obj.clone();
-    let builtin = !rt.group.contains('.') || rt.group.ends_with(".k8s.io");
+    let builtin = !rt.custom;
     if in_list && builtin {
         if let Some(m) = o.as_object_mut() {
             m.remove("apiVersion");

@@ -34,6 +34,10 @@ pub struct Faults {
     /// Resources (`resource` or `resource.group`) whose list pages come in reverse
     /// key order, as an aggregated API server's may.
     pub unordered: HashSet<String>,
+    /// Entries added to a group version's discovery (`GROUP/VERSION`, or `v1`), as
+    /// a hostile or broken aggregated API server may serve them; a group that does
+    /// not exist is listed too. Only discovery serves them.
+    pub extra_resources: HashMap<String, Vec<serde_json::Value>>,
     /// The bearer token every request must carry; none needed when empty.
     pub token: String,
 }
@@ -63,6 +67,17 @@ pub struct Served {
     /// Items a list sent.
     pub items: usize,
     pub user_agent: String,
+    /// When it was answered: milliseconds on a clock that starts with the process.
+    pub at_ms: u64,
+}
+
+/// Milliseconds since the first call in this process (a monotonic clock).
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// Whether `rule` (`resource` or `resource.group`) names this resource.

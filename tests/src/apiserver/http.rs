@@ -118,6 +118,7 @@ async fn handle(
         status: response.status,
         items,
         user_agent: r.user_agent.clone(),
+        at_ms: super::faults::now_ms(),
     });
     Ok(to_http(response))
 }

@@ -23,6 +23,8 @@ pub struct ResourceType {
     /// Where objects are kept: two types with the same storage are one set of
     /// objects served twice (core `events` and `events.k8s.io` `events`).
     pub storage: String,
+    /// Defined by a CRD (its list items keep `apiVersion` and `kind`).
+    pub custom: bool,
 }
 
 impl ResourceType {
@@ -157,6 +159,7 @@ pub fn built_in() -> Vec<ResourceType> {
                 } else {
                     format!("{resource}.{group}")
                 },
+                custom: false,
             },
         )
         .collect();
@@ -172,6 +175,7 @@ pub fn built_in() -> Vec<ResourceType> {
             status: false,
             subresources: vec![],
             storage: format!("{resource}.{group}"),
+            custom: false,
         });
     }
     out
@@ -282,6 +286,7 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
         short_names,
         status,
         subresources: vec![],
+        custom: true,
     })
 }
 

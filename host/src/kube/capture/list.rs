@@ -23,8 +23,13 @@ pub enum Msg {
         res: usize,
         namespace: Option<String>,
     },
-    /// One object, as the server sent it.
-    Item { res: usize, bytes: Vec<u8> },
+    /// One object, as the server sent it, holding its share of the byte budget
+    /// until the writer has stored it.
+    Item {
+        res: usize,
+        bytes: Vec<u8>,
+        held: tokio::sync::OwnedSemaphorePermit,
+    },
     /// A page has been handed over. The writer answers once it has stored its
     /// objects: `false` if they came out of key order (the list then starts over,
     /// and the writer keeps that resource's objects in memory until it is done).
@@ -51,6 +56,10 @@ pub enum Msg {
 pub struct Job {
     pub res: usize,
     pub namespaces: Vec<Option<String>>,
+    /// Whether the label selector applies (not to the Namespace objects nor to the
+    /// cluster-scoped objects a namespace backup needs: those come whatever their
+    /// labels).
+    pub selector: bool,
 }
 
 pub struct Lister {
@@ -59,7 +68,13 @@ pub struct Lister {
     pub page_size: u32,
     pub label_selector: Option<String>,
     pub max_object: usize,
+    /// Bytes of objects on their way to the writer, at most [`IN_FLIGHT`].
+    pub budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most object bytes handed over and not yet stored, for all lists together
+/// (an object larger than this takes the whole budget).
+pub const IN_FLIGHT: usize = 32 << 20;
 
 /// How many times one list starts over before the resource is given up.
 const MAX_RESTARTS: u32 = 5;
@@ -97,7 +112,7 @@ impl Lister {
                 {
                     return;
                 }
-                match self.list(res, ns.as_deref(), tx).await {
+                match self.list(res, ns.as_deref(), job.selector, tx).await {
                     Outcome::Done(mut record) => {
                         record.restarts = restarts;
                         let _ = tx.send(Msg::ListDone { res, record }).await;
@@ -159,7 +174,13 @@ impl Lister {
     }
 
     /// One whole list: every page.
-    async fn list(&self, res: usize, namespace: Option<&str>, tx: &mpsc::Sender<Msg>) -> Outcome {
+    async fn list(
+        &self,
+        res: usize,
+        namespace: Option<&str>,
+        selector: bool,
+        tx: &mpsc::Sender<Msg>,
+    ) -> Outcome {
         let r = &self.resources[res];
         let what = match namespace {
             Some(ns) => format!("listing {} in {ns}", r.qualified()),
@@ -173,7 +194,7 @@ impl Lister {
         };
         loop {
             let mut query = format!("limit={}", self.page_size);
-            if let Some(sel) = &self.label_selector {
+            if let Some(sel) = self.label_selector.as_ref().filter(|_| selector) {
                 query.push_str("&labelSelector=");
                 query.push_str(&encode(sel));
             }
@@ -289,7 +310,14 @@ impl Lister {
                     })
                 })?;
             for bytes in batch.drain(..) {
-                tx.send(Msg::Item { res, bytes })
+                let share = bytes.len().clamp(1, IN_FLIGHT) as u32;
+                let held = self
+                    .budget
+                    .clone()
+                    .acquire_many_owned(share)
+                    .await
+                    .map_err(|_| PageError::Closed)?;
+                tx.send(Msg::Item { res, bytes, held })
                     .await
                     .map_err(|_| PageError::Closed)?;
                 sent += 1;

@@ -129,9 +129,11 @@ pub fn backup(
     };
     let mut jobs: Vec<Vec<Job>> = vec![vec![], vec![], vec![]];
     for (i, r) in resources.iter().enumerate() {
+        let is_namespace = r.group.is_empty() && r.resource == "namespaces";
         jobs[phases[i] as usize].push(Job {
             res: i,
             namespaces: namespaces_of(r),
+            selector: filters[i] != Filter::Needed && !is_namespace,
         });
     }
     progress
@@ -147,6 +149,7 @@ pub fn backup(
         page_size: opts.page_size,
         label_selector: selection.label_selector.clone(),
         max_object: opts.max_object,
+        budget: Arc::new(tokio::sync::Semaphore::new(list::IN_FLIGHT)),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let concurrency = opts.concurrency;
@@ -158,9 +161,32 @@ pub fn backup(
         }
     });
     let written = Writer::new(&saver, &shared, filters, &selection, progress).run(rx);
+    if written.is_err() {
+        // Nothing will take what it lists: stop it now rather than after its waits.
+        listing.abort();
+    }
     // The lister ends once the writer stops taking messages.
-    let _ = runtime.block_on(listing);
+    let listed = runtime.block_on(listing);
     let mut written = written?;
+    if let Err(e) = listed {
+        return Err(KubeError::Invalid(format!(
+            "the listing stopped before it was done ({e}); nothing was recorded"
+        )));
+    }
+    // Every resource must have been seen to its end: a lister that stopped early
+    // must not pass for a complete backup.
+    let unfinished: Vec<String> = written
+        .unfinished
+        .iter()
+        .map(|&i| shared[i].qualified())
+        .collect();
+    if !unfinished.is_empty() {
+        return Err(KubeError::Invalid(format!(
+            "the listing of {} resources never ended (first: {}); nothing was recorded",
+            unfinished.len(),
+            unfinished[0]
+        )));
+    }
 
     let mut manifest = Manifest {
         format: manifest::FORMAT.into(),
@@ -177,6 +203,7 @@ pub fn backup(
         not_captured: found.not_captured,
         excluded_objects: std::mem::take(&mut written.excluded_objects),
         warnings: std::mem::take(&mut written.warnings),
+        unstored: written.unstored,
     };
     manifest.resources.sort_by(|a, b| {
         (&a.group, &a.resource, &a.version).cmp(&(&b.group, &b.resource, &b.version))
@@ -184,7 +211,7 @@ pub fn backup(
     manifest.complete = manifest.skipped_groups.is_empty()
         && manifest.forbidden.is_empty()
         && manifest.failed.is_empty()
-        && written.unstored == 0;
+        && manifest.unstored == 0;
     if opts.strict && !manifest.complete {
         return Err(KubeError::Incomplete(manifest.missed().join("; ")));
     }

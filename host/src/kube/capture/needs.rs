@@ -21,15 +21,12 @@ pub struct Needs {
     cluster_roles: BTreeSet<String>,
 }
 
-/// Whether a group is Kubernetes' own (its objects have no CRD).
-pub fn built_in_group(group: &str) -> bool {
-    !group.contains('.') || group.ends_with(".k8s.io")
-}
-
 impl Needs {
     /// Notes what `obj` (of `r`, just stored) refers to.
     pub fn note(&mut self, r: &ApiResource, obj: &Value) {
-        if !built_in_group(&r.group) {
+        // Any group may be a CRD's (`snapshot.storage.k8s.io`, `gateway.networking.k8s.io`
+        // are): the name is noted, and only a CRD of that name is taken.
+        if !r.group.is_empty() {
             self.crds.insert(r.qualified());
         }
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
@@ -136,6 +133,7 @@ mod tests {
             namespaced: true,
             short_names: vec![],
             preferred: true,
+            aliases: vec![],
         }
     }
 

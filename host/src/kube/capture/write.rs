@@ -68,6 +68,9 @@ struct Collector {
     list_bytes: u64,
     list_excluded: u64,
     list_not_needed: u64,
+    /// Objects of the list in progress that could not be stored, and why.
+    list_unstored: u64,
+    list_warnings: Vec<String>,
 }
 
 /// What the writer made.
@@ -81,6 +84,8 @@ pub struct Written {
     pub warnings: Vec<String>,
     /// Objects that could not be stored (the backup is incomplete).
     pub unstored: u64,
+    /// Resources whose end (`ResourceDone`) never came.
+    pub unfinished: Vec<usize>,
 }
 
 pub struct Writer<'a> {
@@ -91,6 +96,8 @@ pub struct Writer<'a> {
     pub progress: &'a Progress,
     needs: Needs,
     collectors: Vec<Collector>,
+    /// Which resources have had their `ResourceDone`.
+    finished: Vec<bool>,
     out: Written,
 }
 
@@ -125,6 +132,7 @@ impl<'a> Writer<'a> {
             selection,
             progress,
             needs: Needs::default(),
+            finished: vec![false; resources.len()],
             collectors,
             out: Written {
                 dirs: vec![],
@@ -134,6 +142,7 @@ impl<'a> Writer<'a> {
                 excluded_objects: vec![],
                 warnings: vec![],
                 unstored: 0,
+                unfinished: vec![],
             },
         }
     }
@@ -153,8 +162,14 @@ impl<'a> Writer<'a> {
                     c.list_bytes = 0;
                     c.list_excluded = 0;
                     c.list_not_needed = 0;
+                    c.list_unstored = 0;
+                    c.list_warnings.clear();
                 }
-                Msg::Item { res, bytes } => self.item(res, &bytes)?,
+                // The budget share goes once the object is stored.
+                Msg::Item { res, bytes, held } => {
+                    self.item(res, &bytes)?;
+                    drop(held);
+                }
                 Msg::PageEnd { res, reply } => {
                     let c = &mut self.collectors[res];
                     // Once held in memory, the order no longer matters.
@@ -179,6 +194,12 @@ impl<'a> Writer<'a> {
                     c.last = None;
                     c.out_of_order = false;
                     let what = self.resources[res].qualified();
+                    // The objects the abandoned list left out by label are named
+                    // again by the next one.
+                    let ns = c.list_namespace.clone();
+                    self.out
+                        .excluded_objects
+                        .retain(|x| x.resource != what || (ns.is_some() && x.namespace != ns));
                     self.progress
                         .objects
                         .fetch_sub(c.list_objects, Ordering::Relaxed);
@@ -194,6 +215,9 @@ impl<'a> Writer<'a> {
                     c.captured.excluded_by_label += c.list_excluded;
                     c.captured.not_needed += c.list_not_needed;
                     c.captured.lists.push(record);
+                    c.captured.unstored += c.list_unstored;
+                    self.out.unstored += c.list_unstored;
+                    self.out.warnings.append(&mut c.list_warnings);
                 }
                 Msg::Failed {
                     res,
@@ -205,6 +229,9 @@ impl<'a> Writer<'a> {
                     // consistent part of the resource.
                     c.captured.objects += c.list_objects;
                     c.captured.bytes += c.list_bytes;
+                    c.captured.unstored += c.list_unstored;
+                    self.out.unstored += c.list_unstored;
+                    self.out.warnings.append(&mut c.list_warnings);
                     if forbidden {
                         self.out.forbidden.push(missed);
                     } else {
@@ -212,12 +239,16 @@ impl<'a> Writer<'a> {
                     }
                 }
                 Msg::ResourceDone { res } => {
+                    self.finished[res] = true;
                     self.finish_resource(res)?;
                     self.progress.resources_done.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
         self.saver.check()?;
+        self.out.unfinished = (0..self.finished.len())
+            .filter(|&i| !self.finished[i])
+            .collect();
         Ok(self.out)
     }
 
@@ -226,7 +257,7 @@ impl<'a> Writer<'a> {
         let obj = match object::from_item(bytes, &r.api_version(), &r.kind) {
             Ok(o) => o,
             Err(why) => {
-                self.unstored(format!("{}: an object that is {why}", r.qualified()));
+                self.unstored(res, format!("{}: an object that is {why}", r.qualified()));
                 return Ok(());
             }
         };
@@ -269,10 +300,13 @@ impl<'a> Writer<'a> {
                     ns.clone()
                 }
                 _ => {
-                    self.unstored(format!(
-                        "{}/{name}: a namespaced object with no usable namespace",
-                        r.qualified()
-                    ));
+                    self.unstored(
+                        res,
+                        format!(
+                            "{}/{name}: a namespaced object with no usable namespace",
+                            r.qualified()
+                        ),
+                    );
                     return Ok(());
                 }
             }
@@ -280,10 +314,13 @@ impl<'a> Writer<'a> {
             CLUSTER_SCOPE.to_string()
         };
         if name.is_empty() || tree::bad_name(file.as_bytes()).is_some() {
-            self.unstored(format!(
-                "{}: an object named {name:?} cannot be stored",
-                r.qualified()
-            ));
+            self.unstored(
+                res,
+                format!(
+                    "{}: an object named {name:?} cannot be stored",
+                    r.qualified()
+                ),
+            );
             return Ok(());
         }
         self.needs.note(r, &obj);
@@ -328,10 +365,13 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn unstored(&mut self, why: String) {
+    /// An object of `res` that could not be stored: counted once its list ends
+    /// (a list that starts over counts again).
+    fn unstored(&mut self, res: usize, why: String) {
         tracing::warn!("{why}");
-        self.out.unstored += 1;
-        self.out.warnings.push(why);
+        let c = &mut self.collectors[res];
+        c.list_unstored += 1;
+        c.list_warnings.push(why);
     }
 
     fn finish_resource(&mut self, res: usize) -> Result<()> {
