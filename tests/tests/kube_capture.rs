@@ -742,7 +742,7 @@ fn a_namespace_backup_takes_the_cluster_objects_its_objects_need() {
     );
     s.create(
         "/api/v1/namespaces/shop/persistentvolumeclaims",
-        json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pv-shop", "accessModes": ["ReadWriteOnce"]}}),
+        json!({"metadata": {"name": "data", "labels": {"team": "shop"}}, "spec": {"volumeName": "pv-shop", "accessModes": ["ReadWriteOnce"]}}),
     );
     s.create(
         "/apis/scheduling.k8s.io/v1/priorityclasses",
@@ -772,6 +772,20 @@ fn a_namespace_backup_takes_the_cluster_objects_its_objects_need() {
             json!({"metadata": {"name": name}, "rules": []}),
         );
     }
+    // A CRD may serve a *.k8s.io group: its custom objects still need it.
+    s.create(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        crd(
+            "volumesnapshots",
+            "snapshot.storage.k8s.io",
+            "VolumeSnapshot",
+        ),
+    );
+    s.create(
+        "/apis/snapshot.storage.k8s.io/v1/namespaces/shop/volumesnapshots",
+        json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+               "metadata": {"name": "data-1"}, "spec": {"source": {"persistentVolumeClaimName": "data"}}}),
+    );
     // Opted out by its label.
     s.create(
         "/api/v1/namespaces/shop/configmaps",
@@ -791,7 +805,13 @@ fn a_namespace_backup_takes_the_cluster_objects_its_objects_need() {
     assert_eq!(names("pv"), ["pv-shop"]);
     assert_eq!(names("storageclasses"), ["fast"]);
     assert_eq!(names("priorityclasses"), ["shop-high"]);
-    assert_eq!(names("crd"), ["widgets.example.com"]);
+    assert_eq!(
+        names("crd"),
+        [
+            "volumesnapshots.snapshot.storage.k8s.io",
+            "widgets.example.com"
+        ]
+    );
     assert_eq!(names("clusterrolebindings"), ["app-reader"]);
     assert_eq!(names("clusterroles"), ["app-reader"]);
     assert_eq!(names("namespaces"), ["shop"]);
@@ -807,6 +827,24 @@ fn a_namespace_backup_takes_the_cluster_objects_its_objects_need() {
         .iter()
         .filter(|r| r.path.ends_with("/configmaps") && r.user_agent != "ballast-tests")
         .all(|r| r.path == "/api/v1/namespaces/shop/configmaps"));
+
+    // A label selector picks the namespaced objects; the Namespace and the cluster
+    // objects they need come whatever their labels.
+    let out = k.backup_ok(&["-n", "shop", "-l", "team=shop"]);
+    let id = out["snapshot_id"].as_str().unwrap();
+    let names = |kind: &str| -> Vec<String> {
+        k.json(&["kube", "ls", id, "--kind", kind])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("pvc"), ["data"]);
+    assert_eq!(names("pv"), ["pv-shop"]);
+    assert_eq!(names("storageclasses"), ["fast"]);
+    assert_eq!(names("namespaces"), ["shop"]);
+    assert!(names("configmaps").is_empty());
 
     // --cluster-resources no takes none (but the namespace itself); resources by kind.
     let out = k.backup_ok(&[
