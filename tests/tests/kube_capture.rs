@@ -794,7 +794,8 @@ fn a_namespace_backup_takes_the_cluster_objects_its_objects_need() {
     let out = k.backup_ok(&["-n", "shop"]);
     let id = out["snapshot_id"].as_str().unwrap();
     let m = manifest(&out);
-    let names = |kind: &str| -> Vec<String> {
+    // The names a snapshot holds of one kind.
+    let names_in = |id: &str, kind: &str| -> Vec<String> {
         k.json(&["kube", "ls", id, "--kind", kind])
             .as_array()
             .unwrap()
@@ -802,6 +803,7 @@ fn a_namespace_backup_takes_the_cluster_objects_its_objects_need() {
             .map(|r| r["name"].as_str().unwrap().to_string())
             .collect()
     };
+    let names = |kind: &str| names_in(id, kind);
     assert_eq!(names("pv"), ["pv-shop"]);
     assert_eq!(names("storageclasses"), ["fast"]);
     assert_eq!(names("priorityclasses"), ["shop-high"]);
@@ -831,15 +833,8 @@ fn a_namespace_backup_takes_the_cluster_objects_its_objects_need() {
     // A label selector picks the namespaced objects; the Namespace and the cluster
     // objects they need come whatever their labels.
     let out = k.backup_ok(&["-n", "shop", "-l", "team=shop"]);
-    let id = out["snapshot_id"].as_str().unwrap();
-    let names = |kind: &str| -> Vec<String> {
-        k.json(&["kube", "ls", id, "--kind", kind])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let selected = out["snapshot_id"].as_str().unwrap();
+    let names = |kind: &str| names_in(selected, kind);
     assert_eq!(names("pvc"), ["data"]);
     assert_eq!(names("pv"), ["pv-shop"]);
     assert_eq!(names("storageclasses"), ["fast"]);

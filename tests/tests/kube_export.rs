@@ -476,53 +476,36 @@ fn what_one_side_could_not_hold_is_not_compared_and_a_live_diff_keeps_the_select
         "/apis/rbac.authorization.k8s.io/v1/clusterroles",
         json!({"metadata": {"name": "newcomer"}, "rules": []}),
     );
-    let live = k.json(&[
-        "kube",
-        "diff",
-        &shop,
-        "--live",
-        "--kubeconfig",
-        k.kubeconfig.to_str().unwrap(),
-    ]);
-    let names: Vec<String> = live["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            format!(
-                "{} {}",
-                d["change"].as_str().unwrap(),
-                d["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(names, ["added added"], "{live}");
+    // `CHANGE NAME` of each difference against the live cluster, sorted.
+    let live_changes = |snapshot: &str| -> Vec<String> {
+        let live = k.json(&[
+            "kube",
+            "diff",
+            snapshot,
+            "--live",
+            "--kubeconfig",
+            k.kubeconfig.to_str().unwrap(),
+        ]);
+        let mut changes: Vec<String> = live["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d["change"].as_str().unwrap(),
+                    d["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        changes.sort();
+        changes
+    };
+    assert_eq!(live_changes(&shop), ["added added"]);
     // The whole-cluster backup sees all of it but the labelled one.
-    let live = k.json(&[
-        "kube",
-        "diff",
-        &whole,
-        "--live",
-        "--kubeconfig",
-        k.kubeconfig.to_str().unwrap(),
-    ]);
-    let mut names: Vec<String> = live["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            format!(
-                "{} {}",
-                d["change"].as_str().unwrap(),
-                d["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
-        ["added added", "added later", "added newcomer"],
-        "{live}"
+        live_changes(&whole),
+        ["added added", "added later", "added newcomer"]
     );
 }
 
