@@ -464,6 +464,45 @@ fn a_forbidden_resource_is_recorded_and_strict_makes_it_fatal() {
 }
 
 #[test]
+fn named_namespaces_are_got_by_name_so_a_user_who_may_not_list_them_gets_a_complete_backup() {
+    let k = KubeEnv::new();
+    seed_shop(&k);
+    // A user allowed into `shop` only: no list of namespaces, and nothing
+    // cluster-scoped.
+    k.server.faults(|f| {
+        f.forbidden_lists.insert("namespaces".into());
+    });
+    let out = k.backup_ok(&["-n", "shop,gone", "--cluster-resources", "no"]);
+    let m = manifest(&out);
+    assert_eq!(m["complete"], true, "{m}");
+    let lists = &resource(m, "", "namespaces")["lists"];
+    assert_eq!(lists.as_array().unwrap().len(), 2, "{lists}");
+    assert_eq!(resource(m, "", "namespaces")["objects"], 1);
+    let id = out["snapshot_id"].as_str().unwrap();
+    let names: Vec<String> = k
+        .json(&["kube", "ls", id, "--kind", "namespaces"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["shop"]);
+    let served = k.server.served();
+    assert!(served
+        .iter()
+        .any(|r| r.path == "/api/v1/namespaces/shop" && r.status == 200));
+    assert!(!served
+        .iter()
+        .any(|r| r.path == "/api/v1/namespaces" && r.user_agent != "ballast-tests"));
+    // With a glob the namespaces must be listed: forbidden, recorded, exit 3.
+    let out = k
+        .backup(&["-n", "sho*", "--cluster-resources", "no"])
+        .expect_code(3)
+        .json();
+    assert_eq!(manifest(&out)["forbidden"][0]["what"], "namespaces");
+}
+
+#[test]
 fn a_refused_token_is_a_clear_error_and_is_never_printed() {
     let k = KubeEnv::new();
     k.server.faults(|f| f.token = "the-right-token".into());

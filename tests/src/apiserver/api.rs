@@ -330,11 +330,14 @@ impl State {
                     return Response::error(ApiError::new(503, "ServiceUnavailable", why.clone()));
                 }
                 let reading = req.method == "GET";
-                if reading
-                    && faults
-                        .forbidden
+                let names = |rules: &std::collections::HashSet<String>| {
+                    rules
                         .iter()
                         .any(|r| faults::names(r, &t.rt.resource, &t.rt.group))
+                };
+                if reading
+                    && (names(&faults.forbidden)
+                        || (t.name.is_none() && names(&faults.forbidden_lists)))
                 {
                     let verb = if t.name.is_some() { "get" } else { "list" };
                     let scope = match &t.namespace {

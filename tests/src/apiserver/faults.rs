@@ -27,6 +27,9 @@ pub struct Faults {
     pub broken_groups: HashMap<String, String>,
     /// Resources (`resource` or `resource.group`) that list and get 403 Forbidden.
     pub forbidden: HashSet<String>,
+    /// Resources whose lists get 403 Forbidden, and whose objects can be got by
+    /// name: what a user allowed into some namespaces only sees of `namespaces`.
+    pub forbidden_lists: HashSet<String>,
     /// After this many more pages of a resource (`resource` or `resource.group`)
     /// are served, the store is written to and compacted, once: continue tokens of
     /// lists begun before expire (410 Gone).

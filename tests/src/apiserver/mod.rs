@@ -52,8 +52,10 @@
 //! - **Authentication**: a bearer token when one is set (401 otherwise).
 //! - **Faults** ([`Faults`]): latency, 429 with `Retry-After`, 500s by path, a
 //!   connection dropped in the middle of a list, a group whose discovery fails
-//!   (503, as a broken aggregated APIService), 403 on a resource, compaction after
-//!   a number of pages.
+//!   (503, as a broken aggregated APIService), 403 on a resource or on its lists
+//!   only (a user allowed into some namespaces), compaction after a number of
+//!   pages, pages out of key order, a required token, and extra discovery entries
+//!   (a hostile aggregated server).
 //!
 //! ## Where it differs from kube-apiserver
 //!

@@ -60,6 +60,10 @@ pub struct Job {
     /// cluster-scoped objects a namespace backup needs: those come whatever their
     /// labels).
     pub selector: bool,
+    /// Got one by one by name (`namespaces` holds the names), not listed: the
+    /// Namespace objects of a backup of named namespaces, which a user allowed into
+    /// those namespaces only may get but not list.
+    pub by_name: bool,
 }
 
 pub struct Lister {
@@ -112,7 +116,11 @@ impl Lister {
                 {
                     return;
                 }
-                match self.list(res, ns.as_deref(), job.selector, tx).await {
+                let outcome = match (&ns, job.by_name) {
+                    (Some(name), true) => self.get_one(res, name, tx).await,
+                    _ => self.list(res, ns.as_deref(), job.selector, tx).await,
+                };
+                match outcome {
                     Outcome::Done(mut record) => {
                         record.restarts = restarts;
                         let _ = tx.send(Msg::ListDone { res, record }).await;
@@ -171,6 +179,46 @@ impl Lister {
             }
         }
         let _ = tx.send(Msg::ResourceDone { res }).await;
+    }
+
+    /// One object, got by name: a list of it alone (none if there is no such
+    /// object).
+    async fn get_one(&self, res: usize, name: &str, tx: &mpsc::Sender<Msg>) -> Outcome {
+        let r = &self.resources[res];
+        let mut record = ListRecord {
+            namespace: Some(name.to_string()),
+            pages: 1,
+            ..Default::default()
+        };
+        // A name Kubernetes cannot give an object names none.
+        let plain = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !plain {
+            return Outcome::Done(record);
+        }
+        let path = format!("{}/{name}", r.path(None));
+        let what = format!("getting {} {name}", r.qualified());
+        let obj: serde_json::Value = match self.cluster.get_json(&path, &what).await {
+            Ok(o) => o,
+            Err(KubeError::Api { code: 404, .. }) => return Outcome::Done(record),
+            Err(e) => return Outcome::Failed(e),
+        };
+        record.resource_version = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let bytes = serde_json::to_vec(&obj).expect("a JSON value serializes");
+        let share = bytes.len().clamp(1, IN_FLIGHT) as u32;
+        let Ok(held) = self.budget.clone().acquire_many_owned(share).await else {
+            return Outcome::Failed(KubeError::Invalid("the capture stopped".into()));
+        };
+        if tx.send(Msg::Item { res, bytes, held }).await.is_err() {
+            return Outcome::Failed(KubeError::Invalid("the capture stopped".into()));
+        }
+        Outcome::Done(record)
     }
 
     /// One whole list: every page.

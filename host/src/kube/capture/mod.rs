@@ -121,8 +121,11 @@ pub fn backup(
         filters.push(filter);
         phases.push(phase);
     }
+    // With named namespaces, each is listed on its own, and each Namespace object
+    // is got by name.
     let namespaces_of = |r: &ApiResource| -> Vec<Option<String>> {
-        match (&selection.literal_namespaces, r.namespaced) {
+        let is_namespace = r.group.is_empty() && r.resource == "namespaces";
+        match (&selection.literal_namespaces, r.namespaced || is_namespace) {
             (Some(list), true) => list.iter().cloned().map(Some).collect(),
             _ => vec![None],
         }
@@ -134,6 +137,7 @@ pub fn backup(
             res: i,
             namespaces: namespaces_of(r),
             selector: filters[i] != Filter::Needed && !is_namespace,
+            by_name: is_namespace && selection.literal_namespaces.is_some(),
         });
     }
     progress
