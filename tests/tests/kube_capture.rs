@@ -45,6 +45,16 @@ fn seed_shop(k: &KubeEnv) {
     );
 }
 
+/// Asserts that the ConfigMaps the backup `out` stored are exactly those a LIST at
+/// its recorded resourceVersion returns (no duplicate, none missing), and returns them.
+fn stored_as_listed(k: &KubeEnv, out: &Value) -> Vec<(String, String)> {
+    let cm = resource(manifest(out), "", "configmaps");
+    let rv = cm["lists"][0]["resource_version"].as_str().unwrap();
+    let stored = k.stored(out["snapshot_id"].as_str().unwrap(), "configmaps");
+    assert_eq!(stored, k.list("/api/v1/configmaps", Some(rv)));
+    stored
+}
+
 fn manifest(v: &Value) -> &Value {
     &v["manifest"]
 }
@@ -166,14 +176,7 @@ fn every_list_is_paginated_and_each_resource_is_read_at_one_resource_version() {
     );
     assert!(lists.iter().any(|s| s.query.contains("continue=")));
     // What was stored is the list at the recorded resourceVersion, exactly.
-    let m = manifest(&out);
-    let cm = resource(m, "", "configmaps");
-    let rv = cm["lists"][0]["resource_version"].as_str().unwrap();
-    let id = out["snapshot_id"].as_str().unwrap();
-    assert_eq!(
-        k.stored(id, "configmaps"),
-        k.list("/api/v1/configmaps", Some(rv))
-    );
+    stored_as_listed(&k, &out);
 }
 
 #[test]
@@ -275,10 +278,7 @@ fn an_expired_continue_token_starts_the_resource_over_without_duplicates_or_gaps
     let m = manifest(&out);
     let cm = resource(m, "", "configmaps");
     assert_eq!(cm["lists"][0]["restarts"], 1, "{cm}");
-    let rv = cm["lists"][0]["resource_version"].as_str().unwrap();
-    let id = out["snapshot_id"].as_str().unwrap();
-    let stored = k.stored(id, "configmaps");
-    assert_eq!(stored, k.list("/api/v1/configmaps", Some(rv)));
+    let stored = stored_as_listed(&k, &out);
     assert_eq!(cm["objects"].as_u64().unwrap() as usize, stored.len());
     let warnings = m["warnings"].as_array().unwrap();
     assert!(
@@ -302,12 +302,7 @@ fn objects_out_of_key_order_are_all_captured() {
     let out = k.backup_ok(&["--page-size", "4"]);
     let cm = resource(manifest(&out), "", "configmaps");
     assert_eq!(cm["lists"][0]["restarts"], 1, "{cm}");
-    let rv = cm["lists"][0]["resource_version"].as_str().unwrap();
-    let id = out["snapshot_id"].as_str().unwrap();
-    assert_eq!(
-        k.stored(id, "configmaps"),
-        k.list("/api/v1/configmaps", Some(rv))
-    );
+    stored_as_listed(&k, &out);
 }
 
 #[test]
@@ -401,13 +396,8 @@ fn a_connection_dropped_in_a_list_is_resumed_without_duplicates_or_gaps() {
     );
     let out = run.json();
     let m = manifest(&out);
-    let id = out["snapshot_id"].as_str().unwrap();
     let cm = resource(m, "", "configmaps");
-    let rv = cm["lists"][0]["resource_version"].as_str().unwrap();
-    assert_eq!(
-        k.stored(id, "configmaps"),
-        k.list("/api/v1/configmaps", Some(rv))
-    );
+    stored_as_listed(&k, &out);
     assert!(
         cm["lists"][0]["restarts"].is_null(),
         "a later page is asked for again, not the list: {cm}"
@@ -434,12 +424,7 @@ fn a_connection_dropped_in_a_list_is_resumed_without_duplicates_or_gaps() {
     let out = k.backup_ok(&["--page-size", "4"]);
     let cm = resource(manifest(&out), "", "configmaps");
     assert_eq!(cm["lists"][0]["restarts"], 1, "{cm}");
-    let rv = cm["lists"][0]["resource_version"].as_str().unwrap();
-    let id = out["snapshot_id"].as_str().unwrap();
-    assert_eq!(
-        k.stored(id, "configmaps"),
-        k.list("/api/v1/configmaps", Some(rv))
-    );
+    stored_as_listed(&k, &out);
 }
 
 #[test]

@@ -306,15 +306,17 @@ async fn load_config(opts: &ConnectOptions) -> Result<(kube::Config, String), Ku
             })?;
         Ok::<_, KubeError>((config, context))
     };
-    if let Some(path) = &opts.kubeconfig {
-        let kc = Kubeconfig::read_from(path).map_err(|e| {
+    let read = |path: &std::path::Path| {
+        Kubeconfig::read_from(path).map_err(|e| {
             KubeError::Config(format!(
                 "the kubeconfig {}: {}",
                 path.display(),
                 kubeconfig_error(&e)
             ))
-        })?;
-        return from_file(kc, format!("the kubeconfig {}", path.display())).await;
+        })
+    };
+    if let Some(path) = &opts.kubeconfig {
+        return from_file(read(path)?, format!("the kubeconfig {}", path.display())).await;
     }
     if let Some(kc) = Kubeconfig::from_env().map_err(|e| {
         KubeError::Config(format!(
@@ -326,14 +328,7 @@ async fn load_config(opts: &ConnectOptions) -> Result<(kube::Config, String), Ku
     }
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
     if let Some(path) = home.filter(|p| p.exists()) {
-        let kc = Kubeconfig::read_from(&path).map_err(|e| {
-            KubeError::Config(format!(
-                "the kubeconfig {}: {}",
-                path.display(),
-                kubeconfig_error(&e)
-            ))
-        })?;
-        return from_file(kc, format!("the kubeconfig {}", path.display())).await;
+        return from_file(read(&path)?, format!("the kubeconfig {}", path.display())).await;
     }
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
         if let Some(c) = &opts.context {
