@@ -296,6 +296,8 @@ pub struct Coverage<'a> {
     differs: bool,
     /// Whether the other side had another label selector.
     selector_differs: bool,
+    /// The objects this side left out by label: `(resource, namespace, name)`.
+    by_label: BTreeSet<(String, Option<String>, String)>,
 }
 
 impl<'a> Coverage<'a> {
@@ -311,6 +313,11 @@ impl<'a> Coverage<'a> {
             selection: compile(&manifest.selection)?,
             differs: manifest.selection != *other,
             selector_differs: manifest.selection.label_selector != other.label_selector,
+            by_label: manifest
+                .excluded_objects
+                .iter()
+                .map(|x| (x.resource.clone(), x.namespace.clone(), x.name.clone()))
+                .collect(),
         })
     }
 
@@ -349,11 +356,8 @@ impl<'a> Coverage<'a> {
             if c.unstored > 0 {
                 return Some(format!("{n} could not store {} of its objects", c.unstored));
             }
-            let by_label = m
-                .excluded_objects
-                .iter()
-                .any(|x| x.resource == q && x.namespace == key.namespace && x.name == key.name);
-            if by_label {
+            let labelled = (q.clone(), key.namespace.clone(), key.name.clone());
+            if self.by_label.contains(&labelled) {
                 return Some(format!("{n} left it out by its ballast.io/exclude label"));
             }
             if c.excluded_by_label > 0 && m.excluded_objects.len() >= MAX_EXCLUDED_LISTED {
@@ -536,6 +540,28 @@ mod tests {
                 reason: "B could not list it: boom".into(),
                 objects: 1
             }]
+        );
+        // An object B left out by its label is not removed either.
+        let mut labelled = Manifest::default();
+        labelled.resources.push(super::super::manifest::Captured {
+            resource: "configmaps".into(),
+            excluded_by_label: 1,
+            ..Default::default()
+        });
+        labelled
+            .excluded_objects
+            .push(super::super::manifest::ExcludedObject {
+                resource: "configmaps".into(),
+                namespace: Some("shop".into()),
+                name: "gone".into(),
+            });
+        let covers = Coverage::of("B", &labelled, &labelled.selection.clone()).unwrap();
+        let only_gone: Objects = [(key("configmaps", "gone"), json!({}))].into();
+        let cmp = differences(&only_gone, &Objects::new(), None, Some(&covers));
+        assert!(cmp.differences.is_empty(), "{:?}", cmp.differences);
+        assert_eq!(
+            cmp.not_compared[0].reason,
+            "B left it out by its ballast.io/exclude label"
         );
         // Without the failure, both are removed.
         let whole = Manifest::default();
