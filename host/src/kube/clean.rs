@@ -75,21 +75,34 @@ const BUILT_IN_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", 
 
 /// Whether the object is left out, and why.
 fn dropped(at: &ObjectRef, obj: &Value, ctx: &Context) -> Option<String> {
-    let meta = &obj["metadata"];
-    let ns = at.namespace.clone().unwrap_or_default();
-    let labels = &meta["labels"];
-    if let Some(owner) = meta["ownerReferences"]
+    if let Some((kind, name)) = controller_of(obj) {
+        return Some(format!("created by its controller, {kind} {name}"));
+    }
+    made_by_cluster(at, obj, ctx).map(str::to_string)
+}
+
+/// The kind and name of the object's controller, if an ownerReference says it has
+/// one.
+pub fn controller_of(obj: &Value) -> Option<(&str, &str)> {
+    obj["metadata"]["ownerReferences"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|o| o["controller"] == Value::Bool(true))
-    {
-        return Some(format!(
-            "created by its controller, {} {}",
-            owner["kind"].as_str().unwrap_or("?"),
-            owner["name"].as_str().unwrap_or("?")
-        ));
-    }
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap_or("?"),
+                o["name"].as_str().unwrap_or("?"),
+            )
+        })
+}
+
+/// Why the cluster makes or keeps this object by itself, if it does: an object
+/// that neither an export nor a restore writes.
+pub fn made_by_cluster(at: &ObjectRef, obj: &Value, ctx: &Context) -> Option<&'static str> {
+    let meta = &obj["metadata"];
+    let ns = at.namespace.clone().unwrap_or_default();
+    let labels = &meta["labels"];
     let reason = match (at.group.as_str(), at.resource.as_str()) {
         ("" | "events.k8s.io", "events") => "an event: a record of the past, not state",
         ("", "nodes") => "a node registers itself",
@@ -146,7 +159,7 @@ fn dropped(at: &ObjectRef, obj: &Value, ctx: &Context) -> Option<String> {
         }
         _ => return None,
     };
-    Some(reason.to_string())
+    Some(reason)
 }
 
 /// The `default` ServiceAccount as its controller makes it: nothing a person set.
@@ -179,6 +192,41 @@ pub fn clean(at: &ObjectRef, obj: &Value, ctx: &Context) -> Verdict {
 /// The object with what the server owns or allocated removed (whether or not a
 /// clean export would keep it: `kube diff --object` compares any object so).
 pub fn strip(at: &ObjectRef, obj: &Value) -> Value {
+    strip_as(at, obj, &Strip::EXPORT)
+}
+
+/// What [`strip_as`] keeps that an export drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strip {
+    /// `metadata.managedFields`: a restore keeps them, so that the managers that
+    /// owned fields (a GitOps controller) still own them.
+    pub managed_fields: bool,
+    /// `metadata.ownerReferences`: a restore keeps them, and points them at the new
+    /// owners.
+    pub owner_references: bool,
+    pub node_ports: NodePorts,
+}
+
+/// Which node ports of a Service are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodePorts {
+    /// Those `kubectl apply` recorded that someone asked for.
+    Asked,
+    All,
+    None,
+}
+
+impl Strip {
+    pub const EXPORT: Strip = Strip {
+        managed_fields: false,
+        owner_references: false,
+        node_ports: NodePorts::Asked,
+    };
+}
+
+/// The object with what the server owns or allocated removed, keeping what `keep`
+/// says.
+pub fn strip_as(at: &ObjectRef, obj: &Value, keep: &Strip) -> Value {
     let mut o = obj.clone();
     let applied: Value = o["metadata"]["annotations"]
         ["kubectl.kubernetes.io/last-applied-configuration"]
@@ -189,11 +237,16 @@ pub fn strip(at: &ObjectRef, obj: &Value) -> Value {
     root.remove("status");
     if let Some(meta) = root.get_mut("metadata").and_then(Value::as_object_mut) {
         for k in OWNED_METADATA {
-            meta.remove(*k);
+            if !(keep.managed_fields && *k == "managedFields") {
+                meta.remove(*k);
+            }
         }
         // An owner's UID belongs to this cluster: elsewhere the garbage collector
-        // would delete an object whose owner it cannot find.
-        meta.remove("ownerReferences");
+        // would delete an object whose owner it cannot find (a restore points them
+        // at the new owners).
+        if !keep.owner_references {
+            meta.remove("ownerReferences");
+        }
         if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
             a.retain(|k, _| {
                 !OWNED_ANNOTATIONS.contains(&k.as_str())
@@ -214,7 +267,7 @@ pub fn strip(at: &ObjectRef, obj: &Value) -> Value {
             }
             prune_empty(root, &["spec"]);
         }
-        ("", "services") => clean_service(root, &applied),
+        ("", "services") => clean_service(root, &applied, keep.node_ports),
         ("", "pods") => {
             if let Some(spec) = root.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.remove("nodeName");
@@ -252,7 +305,7 @@ fn prune_empty(m: &mut Map<String, Value>, keys: &[&str]) {
 
 /// A Service's cluster IPs are allocated (unless headless); its node ports too,
 /// unless `kubectl apply` recorded that someone asked for them.
-fn clean_service(root: &mut Map<String, Value>, applied: &Value) {
+fn clean_service(root: &mut Map<String, Value>, applied: &Value, node_ports: NodePorts) {
     let Some(spec) = root.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
@@ -260,8 +313,11 @@ fn clean_service(root: &mut Map<String, Value>, applied: &Value) {
         spec.remove("clusterIP");
         spec.remove("clusterIPs");
     }
-    let asked_health = applied["spec"]["healthCheckNodePort"].is_number();
-    if !asked_health {
+    if node_ports == NodePorts::All {
+        return;
+    }
+    let asked = |v: &Value| node_ports == NodePorts::Asked && v.is_number();
+    if !asked(&applied["spec"]["healthCheckNodePort"]) {
         spec.remove("healthCheckNodePort");
     }
     let asked: Vec<Value> = applied["spec"]["ports"]
@@ -269,6 +325,7 @@ fn clean_service(root: &mut Map<String, Value>, applied: &Value) {
         .into_iter()
         .flatten()
         .filter_map(|p| p.get("nodePort").cloned())
+        .filter(|n| asked(n))
         .collect();
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {

@@ -106,14 +106,37 @@ impl Cluster {
         path: &str,
         what: &str,
     ) -> Result<http::Response<kube::client::Body>, KubeError> {
+        self.send(http::Method::GET, path, None, what).await
+    }
+
+    /// Sends a request (a body with its content type) and returns the response once
+    /// its status is a success. A request that may have reached the server before
+    /// the connection broke is sent again, so a create may answer AlreadyExists for
+    /// an object it made itself: callers that create check whose the object is.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+        what: &str,
+    ) -> Result<http::Response<kube::client::Body>, KubeError> {
         let mut failures = 0;
         let mut throttles = 0;
         loop {
             self.limiter.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let req = http::Request::get(path)
-                .header(http::header::ACCEPT, "application/json")
-                .body(kube::client::Body::empty())
+            let mut req = http::Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(http::header::ACCEPT, "application/json");
+            if let Some((content_type, _)) = body {
+                req = req.header(http::header::CONTENT_TYPE, content_type);
+            }
+            let req = req
+                .body(match body {
+                    Some((_, bytes)) => kube::client::Body::from(bytes.to_vec()),
+                    None => kube::client::Body::empty(),
+                })
                 .map_err(|e| {
                     KubeError::Invalid(format!("{what}: a bad request path {path:?}: {e}"))
                 })?;
@@ -181,6 +204,37 @@ impl Cluster {
         what: &str,
     ) -> Result<T, KubeError> {
         let res = self.get(path, what).await?;
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| KubeError::Transport {
+                what: what.to_string(),
+                detail: e.to_string(),
+            })?;
+        serde_json::from_slice(&body.to_bytes()).map_err(|e| KubeError::Decode {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Sends a JSON body (or none) and decodes the JSON answer.
+    pub async fn send_json(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<(&str, &serde_json::Value)>,
+        what: &str,
+    ) -> Result<serde_json::Value, KubeError> {
+        let bytes = body.map(|(ct, v)| (ct, serde_json::to_vec(v).expect("JSON serializes")));
+        let res = self
+            .send(
+                method,
+                path,
+                bytes.as_ref().map(|(ct, b)| (*ct, b.as_slice())),
+                what,
+            )
+            .await?;
         let body = res
             .into_body()
             .collect()

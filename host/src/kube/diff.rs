@@ -73,7 +73,7 @@ pub struct Difference {
 }
 
 /// One field that differs.
-#[derive(Debug, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
     /// `spec.template.spec.containers[0].image`.
     pub path: String,

@@ -15,6 +15,7 @@
 //! | `clean`       | what export drops, and why                                     |
 //! | `export`      | clean manifests into a directory                               |
 //! | `diff`        | two snapshots, or a snapshot and the live cluster, compared    |
+//! | `restore/`    | restore's pieces: order, prepare, mappings, modifiers, report  |
 //! | `yaml`        | YAML that YAML 1.1 and 1.2 parsers read back the same          |
 
 pub mod capture;
@@ -27,6 +28,7 @@ pub mod layout;
 pub mod list_stream;
 pub mod manifest;
 pub mod object;
+pub mod restore;
 pub mod select;
 pub mod stored;
 pub mod yaml;
