@@ -203,16 +203,8 @@ impl Cluster {
         path: &str,
         what: &str,
     ) -> Result<T, KubeError> {
-        let res = self.get(path, what).await?;
-        let body = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| KubeError::Transport {
-                what: what.to_string(),
-                detail: e.to_string(),
-            })?;
-        serde_json::from_slice(&body.to_bytes()).map_err(|e| KubeError::Decode {
+        let v = self.send_json(http::Method::GET, path, None, what).await?;
+        serde_json::from_value(v).map_err(|e| KubeError::Decode {
             what: what.to_string(),
             detail: e.to_string(),
         })
