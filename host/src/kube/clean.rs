@@ -370,13 +370,7 @@ mod tests {
     use serde_json::json;
 
     fn at(group: &str, resource: &str, ns: Option<&str>, name: &str) -> ObjectRef {
-        ObjectRef {
-            group: group.into(),
-            version: "v1".into(),
-            resource: resource.into(),
-            namespace: ns.map(str::to_string),
-            name: name.into(),
-        }
+        ObjectRef::test(group, resource, ns, name)
     }
 
     #[test]

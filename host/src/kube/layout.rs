@@ -82,6 +82,18 @@ impl ObjectRef {
         })
     }
 
+    /// A `v1` object of `group`/`resource`: the tests' shorthand.
+    #[cfg(test)]
+    pub fn test(group: &str, resource: &str, namespace: Option<&str>, name: &str) -> ObjectRef {
+        ObjectRef {
+            group: group.into(),
+            version: "v1".into(),
+            resource: resource.into(),
+            namespace: namespace.map(str::to_string),
+            name: name.into(),
+        }
+    }
+
     /// `resource.group`, or `resource` for the core group.
     pub fn qualified_resource(&self) -> String {
         if self.group.is_empty() {

@@ -104,13 +104,7 @@ mod tests {
     use super::*;
 
     fn at(group: &str, resource: &str, ns: Option<&str>, name: &str) -> ObjectRef {
-        ObjectRef {
-            group: group.into(),
-            version: "v1".into(),
-            resource: resource.into(),
-            namespace: ns.map(str::to_string),
-            name: name.into(),
-        }
+        ObjectRef::test(group, resource, ns, name)
     }
 
     fn rules() -> Rules {

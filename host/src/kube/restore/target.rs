@@ -2,7 +2,6 @@
 //! waits a restore makes on it (a CRD Established and served, a namespace done
 //! terminating, a webhook's backend answering). Every wait has a deadline.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -175,10 +174,4 @@ impl Target {
         })
         .await
     }
-}
-
-/// The UIDs that objects had in the backed-up cluster, and have now.
-#[derive(Debug, Default)]
-pub struct Uids {
-    pub new_of_old: HashMap<String, String>,
 }
