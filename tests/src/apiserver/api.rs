@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::controllers::Pending;
 use super::faults::{self, Faults, Served};
 use super::objects::{self, Allocations};
 use super::resources::{self, ResourceType};
@@ -25,7 +26,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
             reason,
@@ -63,6 +64,10 @@ impl ApiError {
         );
         e.details = json!({"name": name, "kind": kind, "causes": [{"message": cause}]});
         e
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(403, "Forbidden", message)
     }
 
     pub fn gone(message: impl Into<String>) -> ApiError {
@@ -153,6 +158,17 @@ pub struct Inner {
     pub store: Store,
     pub types: Vec<ResourceType>,
     pub alloc: Allocations,
+    /// What comes due later (`controllers.rs`).
+    pub pending: Pending,
+    /// The delays of the faults that simulate controllers, as of this request.
+    pub delays: Delays,
+}
+
+/// How long a CRD takes to be Established and a namespace to terminate.
+#[derive(Default, Clone, Copy)]
+pub struct Delays {
+    pub crd_establish: std::time::Duration,
+    pub namespace_termination: std::time::Duration,
 }
 
 /// The whole server: objects, faults, and the log of what was served.
@@ -197,6 +213,8 @@ impl State {
             store: Store::default(),
             types: resources::built_in(),
             alloc: Allocations::default(),
+            pending: Pending::default(),
+            delays: Delays::default(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             inner
@@ -234,6 +252,16 @@ impl State {
     /// Serves one request.
     pub fn handle(&self, req: &Request) -> Response {
         let faults = self.faults.lock().unwrap().clone();
+        {
+            let mut inner = self.inner.lock().unwrap();
+            inner.delays = Delays {
+                crd_establish: std::time::Duration::from_millis(faults.crd_establish_ms),
+                namespace_termination: std::time::Duration::from_millis(
+                    faults.namespace_termination_ms,
+                ),
+            };
+            inner.tick();
+        }
         let route = match self.route(&req.path) {
             Ok(r) => r,
             Err(e) => return Response::error(e),
@@ -500,6 +528,19 @@ impl State {
         }
         let dry_run = req.param("dryRun").as_deref() == Some("All");
         let manager = objects::manager(req.param("fieldManager").as_deref(), &req.user_agent);
+        if matches!(verb, "create" | "update" | "patch") && t.sub.is_none() {
+            // Admission webhooks are called without the lock (`admission.rs`).
+            let operation = if verb == "create" { "CREATE" } else { "UPDATE" };
+            let hooks = self.inner.lock().unwrap().webhooks_for(
+                &t.rt,
+                &t.version,
+                operation,
+                t.namespace.as_deref(),
+            );
+            for h in &hooks {
+                super::admission::review(h, operation, &req.body)?;
+            }
+        }
         let mut inner = self.inner.lock().unwrap();
         match verb {
             "get" => {
@@ -827,6 +868,7 @@ impl Inner {
                 }
                 _ => {}
             }
+            self.check_quota(rt, ns, &name)?;
         }
         let key = store::key(namespace, &name);
         if self.store.get(&rt.storage, &key).is_some() {
@@ -863,9 +905,14 @@ impl Inner {
                         "spec.names.plural: Invalid value: already served".into(),
                     ));
                 }
-                objects::establish_crd(&mut obj);
-                if !dry_run {
+                if dry_run {
+                    objects::establish_crd(&mut obj);
+                } else if self.delays.crd_establish.is_zero() {
+                    objects::establish_crd(&mut obj);
                     self.types.push(crd_type);
+                } else {
+                    let delay = self.delays.crd_establish;
+                    self.establish_later(&mut obj, crd_type, delay);
                 }
             }
             _ => {}
@@ -937,26 +984,17 @@ impl Inner {
             return Ok((*old).clone());
         }
         match rt.kind.as_str() {
-            // Deleted at once with everything in it (the real server takes a while).
+            // Deleted at once with everything in it, or Terminating for a while
+            // (`controllers.rs`).
             "Namespace" => {
-                let prefix = format!("{key}/");
-                let storages: Vec<String> = self
-                    .types
-                    .iter()
-                    .filter(|t| t.namespaced)
-                    .map(|t| t.storage.clone())
-                    .collect();
-                for s in storages {
-                    for k in self
-                        .store
-                        .keys(&s)
-                        .into_iter()
-                        .filter(|k| k.starts_with(&prefix))
-                    {
-                        self.alloc.release(&format!("{s}/{k}"));
-                        self.store.put(&s, &k, None);
-                    }
+                if self.delays.namespace_termination.is_zero() {
+                    self.remove_namespace(key);
+                    return Ok((*old).clone());
                 }
+                let delay = self.delays.namespace_termination;
+                self.terminate_later(key, delay);
+                let now = self.store.get(&rt.storage, key).expect("terminating");
+                return Ok((*now).clone());
             }
             "CustomResourceDefinition" => {
                 if let Ok(t) = resources::from_crd(&old) {
@@ -968,6 +1006,9 @@ impl Inner {
             _ => {}
         }
         self.store.put(&rt.storage, key, None);
+        if let Some(uid) = old["metadata"]["uid"].as_str() {
+            self.collect_garbage(uid);
+        }
         Ok((*old).clone())
     }
 

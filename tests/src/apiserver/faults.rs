@@ -43,6 +43,14 @@ pub struct Faults {
     pub extra_resources: HashMap<String, Vec<serde_json::Value>>,
     /// The bearer token every request must carry; none needed when empty.
     pub token: String,
+    /// A new CRD is Established (and its resource served) this long after it is
+    /// created; at once when 0 (`controllers.rs`).
+    pub crd_establish_ms: u64,
+    /// A deleted namespace stays Terminating this long; gone at once when 0.
+    pub namespace_termination_ms: u64,
+    /// The server is gone: every request's connection is closed without an answer
+    /// (new connections too), as when an API server goes away behind its address.
+    pub down: bool,
 }
 
 /// Where a list is cut: after `pages` more whole pages of the resource, the next

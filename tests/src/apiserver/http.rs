@@ -35,7 +35,16 @@ pub async fn serve(
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(state.clone(), req));
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move {
+                    if state.faults.lock().unwrap().down {
+                        // An error from the service closes the connection unanswered.
+                        return Err(std::io::Error::other("the test API server is down"));
+                    }
+                    handle(state, req).await.map_err(|never| match never {})
+                }
+            });
             let mut builder = hyper::server::conn::http1::Builder::new();
             match tls {
                 Some(acceptor) => {

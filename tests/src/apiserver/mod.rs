@@ -54,20 +54,33 @@
 //!   connection dropped in the middle of a list, a group whose discovery fails
 //!   (503, as a broken aggregated APIService), 403 on a resource or on its lists
 //!   only (a user allowed into some namespaces), compaction after a number of
-//!   pages, pages out of key order, a required token, and extra discovery entries
-//!   (a hostile aggregated server).
+//!   pages, pages out of key order, a required token, extra discovery entries
+//!   (a hostile aggregated server), and a server gone away (every connection
+//!   closed unanswered).
+//! - **Validating admission webhooks** (`admission.rs`): called over HTTPS at the
+//!   first address of their Service's Endpoints, with `failurePolicy` and
+//!   `namespaceSelector`; [`admission::Backend`] is a backend that allows all.
+//! - **Controllers** (`controllers.rs`): CRDs Established after a delay,
+//!   namespaces Terminating for a while, garbage collection of dependents, and
+//!   ResourceQuota admission of object counts.
+//! - **Immutable fields**: the selector of Deployments, ReplicaSets, StatefulSets
+//!   and DaemonSets, immutable ConfigMaps and Secrets, a Service's cluster IP.
+//! - **managedFields** sent on a create or an update are kept (the manager of the
+//!   request is added if it is not there), as the real server keeps them.
 //!
 //! ## Where it differs from kube-apiserver
 //!
-//! No admission, no validation beyond names and the cases above, no defaulting of
-//! workload specs, no garbage collection of dependents, no conversion between
-//! versions, no field ownership in server-side apply, no protobuf or Table output,
-//! no OpenAPI documents. A namespace is deleted at once with its contents (the real
-//! server takes it through Terminating). Plain HTTP on loopback, or HTTPS with the
+//! No admission beyond validating webhooks and quota counts, no validation beyond names and the cases
+//! above, no defaulting of workload specs, no conversion between versions, no
+//! field ownership in server-side apply, no protobuf or Table output, no OpenAPI
+//! documents. A namespace is deleted at once with its contents unless
+//! `namespace_termination_ms` is set. Plain HTTP on loopback, or HTTPS with the
 //! test CA's certificate ([`TestApiServer::start_tls`]).
 
+pub mod admission;
 pub mod api;
 mod control;
+pub mod controllers;
 pub mod faults;
 mod http;
 mod objects;

@@ -245,10 +245,17 @@ pub fn prepare_create(
     meta.insert("uid".into(), json!(new_uid()));
     meta.insert("creationTimestamp".into(), json!(now()));
     meta.insert("generation".into(), json!(1));
-    meta.insert(
-        "managedFields".into(),
-        json!([managed_entry(manager, "Update", &gv)]),
-    );
+    // Managed fields sent with the object are kept (a restore keeps a GitOps
+    // manager's), and the request's manager is added.
+    let mut managers = meta
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !managers.iter().any(|m| m["manager"] == manager) {
+        managers.push(managed_entry(manager, "Update", &gv));
+    }
+    meta.insert("managedFields".into(), json!(managers));
     for owned in [
         "selfLink",
         "deletionTimestamp",
@@ -367,6 +374,20 @@ pub fn prepare_update(
             &rt.kind,
             name,
             format!("{field}: Forbidden: field is immutable when `immutable` is set"),
+        ));
+    }
+    if matches!(
+        rt.kind.as_str(),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
+    ) && old["spec"]["selector"] != new["spec"]["selector"]
+    {
+        return Err(ApiError::invalid(
+            &format!("{}.{}", rt.kind, rt.group),
+            name,
+            format!(
+                "spec.selector: Invalid value: {}: field is immutable",
+                new["spec"]["selector"]
+            ),
         ));
     }
     new["apiVersion"] = json!(rt.group_version(version));
