@@ -1,4 +1,5 @@
-//! `ballast restore SNAPSHOT --target DIR`; `restore app` is in `app.rs`.
+//! `ballast restore SNAPSHOT --target DIR`; `restore app` is in `app.rs`, `restore
+//! kube` in `kube/restore.rs`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -36,11 +37,16 @@ pub struct RestoreArgs {
 enum RestoreCommand {
     /// Load an application backup into a target through its plugin
     App(super::app::RestoreAppArgs),
+    /// Restore the objects of a Kubernetes backup into a cluster, in dependency
+    /// order, after a pre-flight
+    Kube(super::kube::restore::RestoreKubeArgs),
 }
 
 pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
-    if let Some(RestoreCommand::App(app)) = a.app {
-        return super::app::restore(g, app);
+    match a.app {
+        Some(RestoreCommand::App(app)) => return super::app::restore(g, app),
+        Some(RestoreCommand::Kube(k)) => return super::kube::restore::run(g, k),
+        None => {}
     }
     let (Some(spec), Some(target)) = (a.snapshot, a.target) else {
         anyhow::bail!("restore needs a SNAPSHOT and --target DIR");

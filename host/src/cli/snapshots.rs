@@ -77,7 +77,7 @@ pub fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
             s.host.clone(),
             s.source.kind.clone(),
             s.tags.join(","),
-            s.source.paths.join(" "),
+            shown_source(s),
             bytes(s.summary.total_bytes),
             bytes(s.summary.bytes_stored),
         ]);
@@ -85,6 +85,20 @@ pub fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
     println!("{t}");
     println!("{} snapshots", list.len());
     Ok(exit::OK)
+}
+
+/// The source column: paths, and for a Kubernetes backup the cluster it came from
+/// (its API server and context) before what it took.
+fn shown_source(s: &snapshot::Snapshot) -> String {
+    let cluster = &s.source.meta.get("cluster");
+    match cluster.and_then(|c| c["server"].as_str()) {
+        Some(server) => {
+            let context = cluster.and_then(|c| c["context"].as_str()).unwrap_or("?");
+            let scope = s.source.paths.get(1).map(String::as_str).unwrap_or("all");
+            format!("{server} ({context}) {scope}")
+        }
+        None => s.source.paths.join(" "),
+    }
 }
 
 pub fn ls(g: &GlobalArgs, a: LsArgs) -> Result<i32> {

@@ -1,5 +1,8 @@
 //! `ballast backup kube` and `ballast kube ls|get|diff|export`: Kubernetes objects
-//! into the repository, and read back without restoring anything.
+//! into the repository, and read back without restoring anything; `restore kube`
+//! is in `restore.rs`.
+
+pub mod restore;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -295,6 +298,17 @@ fn ls(g: &GlobalArgs, a: LsArgs) -> Result<i32> {
         ..Default::default()
     };
     let entries = s.entries(&filter)?;
+    if !g.json {
+        let c = &s.manifest.cluster;
+        println!(
+            "snapshot {} of the cluster at {} (context {}, kube-system uid {}, {})",
+            s.id.short(),
+            c.server,
+            c.context,
+            c.uid,
+            c.version
+        );
+    }
     let kind_of = |group: &str, resource: &str| {
         s.manifest
             .resource(group, resource)
