@@ -86,10 +86,18 @@ fn seed_shop(s: &TestApiServer) {
     );
     s.create(
         "/api/v1/namespaces/shop/configmaps",
-        json!({"metadata": {"name": "w1-config", "ownerReferences": owner_of(&w, "Widget"),
-               "managedFields": [{"manager": "argocd-controller", "operation": "Apply", "apiVersion": "v1"}]},
+        json!({"metadata": {"name": "w1-config", "ownerReferences": owner_of(&w, "Widget")},
                "data": {"k": "v"}}),
     );
+    // A GitOps controller manages it (managers are set by a patch of
+    // managedFields alone, as a create makes its requester the manager).
+    let (code, _) = s.call(
+        "PATCH",
+        "/api/v1/namespaces/shop/configmaps/w1-config",
+        Some(&json!({"metadata": {"managedFields": [
+            {"manager": "argocd-controller", "operation": "Apply", "apiVersion": "v1"}]}})),
+    );
+    assert_eq!(code, 200);
     s.create(
         "/api/v1/namespaces/shop/configmaps",
         configmap("settings", "debug=false"),
@@ -202,6 +210,12 @@ fn a_namespace_comes_back_in_dependency_order_with_its_owners() {
         1
     );
     assert!(crd_post < widget_post);
+    // It was sent once its version was served in discovery (after the wait).
+    let discovered = served
+        .iter()
+        .position(|s| s.method == "GET" && s.path == "/apis/example.com/v1" && s.status == 200)
+        .expect("the CRD's version discovered");
+    assert!(discovered < widget_post);
 
     // The ConfigMap's owner is the new widget; its managers and labels came along.
     let w = r
@@ -277,7 +291,7 @@ fn existing_objects_under_each_policy() {
             "-n",
             "shop",
             "--include-resources",
-            "configmaps,deployments,secrets",
+            "configmaps,deployments,secrets,namespaces",
         ],
     );
     // The target has its own versions: other data, another (immutable) selector.
@@ -368,6 +382,24 @@ fn existing_objects_under_each_policy() {
         .get("/apis/apps/v1/namespaces/shop/deployments/web")
         .unwrap();
     assert_eq!(web["spec"]["selector"]["matchLabels"]["app"], "web-v2");
+
+    // recreate for all: never deletes the namespace (its other objects stay).
+    r.target.create(
+        "/api/v1/namespaces/shop/configmaps",
+        configmap("target-only", "x"),
+    );
+    let all = r
+        .restore(&[&id, "-n", "shop", "--existing", "recreate"])
+        .ok()
+        .json();
+    assert_eq!(outcome(&all, "Namespace", "shop")["outcome"], "unchanged");
+    assert_eq!(
+        outcome(&all, "ConfigMap", "settings")["outcome"],
+        "recreated"
+    );
+    assert!(r
+        .get("/api/v1/namespaces/shop/configmaps/target-only")
+        .is_some());
 
     // recreate for deployments only: deleted and created with the backed-up
     // selector.
@@ -757,6 +789,61 @@ fn one_object_by_kind_and_name() {
         .get("/api/v1/namespaces/shop/configmaps/settings")
         .is_some());
     assert!(r.get("/api/v1/namespaces/shop/secrets/db").is_none());
+    // An object the snapshot does not hold is an error, not an empty success.
+    let out = r.restore(&[&id, "cm/missing", "-n", "shop"]).expect_code(1);
+    assert!(out.stderr.contains("holds no object"), "{}", out.stderr);
+}
+
+#[test]
+fn an_owner_the_target_holds_keeps_its_dependents() {
+    let r = Restore::new();
+    seed_shop(r.source());
+    let id = backup_id(&r, &["-n", "shop"]);
+    // Into the same cluster: the ConfigMap went, its owner (the widget) is there
+    // with its UID; the restored ConfigMap points at it instead of losing it.
+    let s = r.source();
+    assert_eq!(
+        s.call(
+            "DELETE",
+            "/api/v1/namespaces/shop/configmaps/w1-config",
+            None
+        )
+        .0,
+        200
+    );
+    let kc = r.k.kubeconfig.display().to_string();
+    let report =
+        r.k.env
+            .run(&[
+                "restore",
+                "kube",
+                &id,
+                "cm/w1-config",
+                "-n",
+                "shop",
+                "--kubeconfig",
+                &kc,
+                "--json",
+            ])
+            .ok()
+            .json();
+    let o = outcome(&report, "ConfigMap", "w1-config");
+    assert_eq!(o["outcome"], "created");
+    assert!(o.get("notes").is_none(), "{o}");
+    let w = s
+        .call(
+            "GET",
+            "/apis/example.com/v1/namespaces/shop/widgets/w1",
+            None,
+        )
+        .1;
+    let cm = s
+        .call("GET", "/api/v1/namespaces/shop/configmaps/w1-config", None)
+        .1;
+    assert_eq!(
+        cm["metadata"]["ownerReferences"][0]["uid"],
+        w["metadata"]["uid"]
+    );
 }
 
 #[test]

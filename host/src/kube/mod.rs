@@ -1,5 +1,5 @@
-//! Kubernetes objects through the API: capture into the repository, browse, diff and
-//! export clean manifests. See `docs/kube.md`.
+//! Kubernetes objects through the API: capture into the repository, browse, diff,
+//! export clean manifests, and restore into a cluster. See `docs/kube.md`.
 //!
 //! | module        | what it does                                                   |
 //! |---------------|----------------------------------------------------------------|
@@ -15,7 +15,7 @@
 //! | `clean`       | what export drops, and why                                     |
 //! | `export`      | clean manifests into a directory                               |
 //! | `diff`        | two snapshots, or a snapshot and the live cluster, compared    |
-//! | `restore/`    | restore's pieces: order, prepare, mappings, modifiers, report  |
+//! | `restore/`    | restore into a cluster: scope, pre-flight, order, send, report |
 //! | `yaml`        | YAML that YAML 1.1 and 1.2 parsers read back the same          |
 
 pub mod capture;

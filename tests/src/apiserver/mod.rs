@@ -65,8 +65,11 @@
 //!   ResourceQuota admission of object counts.
 //! - **Immutable fields**: the selector of Deployments, ReplicaSets, StatefulSets
 //!   and DaemonSets, immutable ConfigMaps and Secrets, a Service's cluster IP.
-//! - **managedFields** sent on a create or an update are kept (the manager of the
-//!   request is added if it is not there), as the real server keeps them.
+//! - **managedFields**: a create gives every field to the request's manager,
+//!   whatever managedFields it carried; a patch or update that changes nothing but
+//!   `managedFields` sets them as given (how a client hands fields back to their
+//!   managers); any other update adds the request's manager. Field sets are not
+//!   tracked, so the real server's finer split of ownership is not simulated.
 //!
 //! ## Where it differs from kube-apiserver
 //!

@@ -245,17 +245,12 @@ pub fn prepare_create(
     meta.insert("uid".into(), json!(new_uid()));
     meta.insert("creationTimestamp".into(), json!(now()));
     meta.insert("generation".into(), json!(1));
-    // Managed fields sent with the object are kept (a restore keeps a GitOps
-    // manager's), and the request's manager is added.
-    let mut managers = meta
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if !managers.iter().any(|m| m["manager"] == manager) {
-        managers.push(managed_entry(manager, "Update", &gv));
-    }
-    meta.insert("managedFields".into(), json!(managers));
+    // The creator owns every field it set, whatever managedFields the request
+    // carried (as the real server's field manager decides on a create).
+    meta.insert(
+        "managedFields".into(),
+        json!([managed_entry(manager, "Update", &gv)]),
+    );
     for owned in [
         "selfLink",
         "deletionTimestamp",
@@ -434,14 +429,22 @@ pub fn prepare_update(
         let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
         new["metadata"]["generation"] = json!(g + 1);
     }
-    let mut managers = old["metadata"]["managedFields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !managers.iter().any(|m| m["manager"] == manager) {
-        managers.push(managed_entry(manager, "Update", &rt.group_version(version)));
+    // managedFields that the request sets are taken as they are (how a client
+    // gives fields back to their managers); otherwise the request's manager joins.
+    let asked = &new["metadata"]["managedFields"];
+    let explicit = asked.as_array().is_some_and(|a| !a.is_empty())
+        && *asked != old["metadata"]["managedFields"]
+        && !spec_changed;
+    if !explicit {
+        let mut managers = old["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !managers.iter().any(|m| m["manager"] == manager) {
+            managers.push(managed_entry(manager, "Update", &rt.group_version(version)));
+        }
+        new["metadata"]["managedFields"] = json!(managers);
     }
-    new["metadata"]["managedFields"] = json!(managers);
     Ok(new)
 }
 

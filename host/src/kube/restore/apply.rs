@@ -122,38 +122,65 @@ impl Sender<'_> {
         }
     }
 
-    /// Points ownerReferences at the owners' UIDs in the target. A reference to an
-    /// owner that the target does not hold is dropped and noted: the garbage
-    /// collector deletes an object all of whose owners are gone. In a dry run
-    /// nothing was created, so references are left as they are.
-    fn owners(&self, body: &mut Value, notes: &mut Vec<String>) {
-        let Some(refs) = body["metadata"]["ownerReferences"].as_array_mut() else {
+    /// Points ownerReferences at the owners' UIDs in the target: an owner this
+    /// restore created or found, or one the target holds by the reference's kind
+    /// and name. A reference to an owner the target does not hold is dropped and
+    /// noted: the garbage collector deletes an object all of whose owners are gone.
+    /// In a dry run nothing was created, so references to owners not found are
+    /// left as they are.
+    async fn owners(&self, body: &mut Value, namespace: Option<&str>, notes: &mut Vec<String>) {
+        let Some(refs) = body["metadata"]["ownerReferences"].as_array().cloned() else {
             return;
         };
-        let uids = self.uids.lock().unwrap();
-        refs.retain_mut(|r| {
+        let mut kept = Vec::new();
+        for mut r in refs {
             let old = r["uid"].as_str().unwrap_or_default().to_string();
-            match uids.get(&old) {
+            let known = self.uids.lock().unwrap().get(&old).cloned();
+            let found = match known {
+                Some(new) => Some(new),
+                None => self.owner_in_target(&r, namespace).await,
+            };
+            match found {
                 Some(new) => {
-                    r["uid"] = Value::String(new.clone());
-                    true
+                    r["uid"] = Value::String(new);
+                    kept.push(r);
                 }
-                None if self.dry_run => true,
-                None => {
-                    notes.push(format!(
-                        "its owner {} {} is not in the target: the ownerReference was dropped (the garbage collector would delete it otherwise)",
-                        r["kind"].as_str().unwrap_or("?"),
-                        r["name"].as_str().unwrap_or("?")
-                    ));
-                    false
-                }
-            }
-        });
-        if refs.is_empty() {
-            if let Some(m) = body["metadata"].as_object_mut() {
-                m.remove("ownerReferences");
+                None if self.dry_run => kept.push(r),
+                None => notes.push(format!(
+                    "its owner {} {} is not in the target: the ownerReference was dropped (the garbage collector would delete it otherwise)",
+                    r["kind"].as_str().unwrap_or("?"),
+                    r["name"].as_str().unwrap_or("?")
+                )),
             }
         }
+        match body["metadata"].as_object_mut() {
+            Some(m) if kept.is_empty() => {
+                m.remove("ownerReferences");
+            }
+            Some(m) => {
+                m.insert("ownerReferences".into(), Value::Array(kept));
+            }
+            None => {}
+        }
+    }
+
+    /// The UID of the object an ownerReference names, if the target holds it (an
+    /// owner is in the dependent's namespace, or cluster-scoped).
+    async fn owner_in_target(&self, r: &Value, namespace: Option<&str>) -> Option<String> {
+        let (api_version, kind, name) = (
+            r["apiVersion"].as_str()?,
+            r["kind"].as_str()?,
+            r["name"].as_str()?,
+        );
+        let res = self.target.resource_of(api_version, kind)?;
+        let ns = if res.namespaced { namespace } else { None };
+        let path = format!("{}/{name}", res.path(ns));
+        let live = self
+            .target
+            .get(&path, &format!("the owner {kind} {name}"))
+            .await
+            .ok()??;
+        live["metadata"]["uid"].as_str().map(str::to_string)
     }
 
     /// Sends one object and says what became of it.
@@ -188,7 +215,8 @@ impl Sender<'_> {
             out.reason = Some("the restore stopped before this object".into());
             return out;
         }
-        self.owners(&mut body, &mut notes);
+        self.owners(&mut body, namespace.as_deref(), &mut notes)
+            .await;
         let what = format!(
             "restoring {kind} {}",
             super::scope::shown(namespace.as_deref(), &name)
@@ -198,6 +226,9 @@ impl Sender<'_> {
         let (outcome, reason, changes) = match self.create(&coll, &body, &what).await {
             Ok(created) => {
                 self.record_uid(uid, &created);
+                if !self.dry_run {
+                    self.restore_managers(&path, &body, &what).await;
+                }
                 (Outcome::Created, None, Vec::new())
             }
             Err(KubeError::Api {
@@ -205,7 +236,7 @@ impl Sender<'_> {
             }) if reason == "AlreadyExists" => {
                 match self.exists(at, uid, &path, &coll, body, &what).await {
                     Ok(r) => r,
-                    Err(e) => self.failed(e),
+                    Err(e) => self.failed(at, e),
                 }
             }
             // Admission (a quota) answers before the store would say AlreadyExists:
@@ -215,13 +246,13 @@ impl Sender<'_> {
                 if self.there_to_stay(&path, namespace.as_deref(), &what).await {
                     match self.exists(at, uid, &path, &coll, body, &what).await {
                         Ok(r) => r,
-                        Err(e) => self.failed(e),
+                        Err(e) => self.failed(at, e),
                     }
                 } else {
-                    self.failed(e)
+                    self.failed(at, e)
                 }
             }
-            Err(e) => self.failed(e),
+            Err(e) => self.failed(at, e),
         };
         out.outcome = outcome;
         out.reason = reason;
@@ -247,6 +278,37 @@ impl Sender<'_> {
         }
     }
 
+    /// Whether the live object carries this restore's label.
+    async fn made_by_us(&self, path: &str, what: &str) -> bool {
+        matches!(self.target.get(path, what).await, Ok(Some(live))
+            if live["metadata"]["labels"][RESTORE_LABEL].as_str() == Some(self.restore_id.as_str()))
+    }
+
+    /// Gives the fields back to the managers that owned them. A create or an update
+    /// makes its own manager the owner of every field it sets; a patch of
+    /// `managedFields` alone sets them as they were. Best effort: a refusal leaves
+    /// the object restored, with ballast as its fields' manager, and is logged.
+    async fn restore_managers(&self, path: &str, body: &Value, what: &str) {
+        let managers = &body["metadata"]["managedFields"];
+        if !managers.as_array().is_some_and(|m| !m.is_empty()) {
+            return;
+        }
+        let patch = serde_json::json!({"metadata": {"managedFields": managers}});
+        if let Err(e) = self
+            .target
+            .cluster
+            .send_json(
+                http::Method::PATCH,
+                path,
+                Some(("application/merge-patch+json", &patch)),
+                what,
+            )
+            .await
+        {
+            tracing::warn!("{what}: its field managers were not restored: {e}");
+        }
+    }
+
     async fn create(&self, coll: &str, body: &Value, what: &str) -> Result<Value, KubeError> {
         self.target
             .cluster
@@ -261,7 +323,7 @@ impl Sender<'_> {
 
     /// An error's outcome: the server's refusal, or the restore stops when the
     /// API server went away.
-    fn failed(&self, e: KubeError) -> (Outcome, Option<String>, Vec<FieldChange>) {
+    fn failed(&self, at: &ObjectRef, e: KubeError) -> (Outcome, Option<String>, Vec<FieldChange>) {
         match &e {
             KubeError::Transport { .. } | KubeError::Unreachable { .. } => {
                 self.stop(e.to_string());
@@ -275,7 +337,8 @@ impl Sender<'_> {
             } => (
                 Outcome::Failed,
                 Some(format!(
-                    "the API server refused it ({code} {reason}): {message}"
+                    "the API server refused it ({code} {reason}): {}",
+                    shown_message(at, message)
                 )),
                 Vec::new(),
             ),
@@ -300,6 +363,13 @@ impl Sender<'_> {
             return Ok((Outcome::Created, None, Vec::new()));
         };
         let labels = &live["metadata"]["labels"];
+        if live["metadata"]["deletionTimestamp"].is_string() {
+            return Ok((
+                Outcome::Failed,
+                Some("exists in the target and is being deleted: run the restore again once it is gone".into()),
+                Vec::new(),
+            ));
+        }
         if !self.dry_run && labels[RESTORE_LABEL].as_str() == Some(self.restore_id.as_str()) {
             // This restore made it: a create sent again after a broken connection.
             self.record_uid(uid, &live);
@@ -308,7 +378,14 @@ impl Sender<'_> {
         let rv = live["metadata"]["resourceVersion"].clone();
         body["metadata"]["resourceVersion"] = rv;
         let is_namespace = at.group.is_empty() && at.resource == "namespaces";
-        match self.existing.of(at) {
+        let is_crd =
+            at.group == "apiextensions.k8s.io" && at.resource == "customresourcedefinitions";
+        let mut policy = self.existing.of(at);
+        if policy == Existing::Recreate && (is_namespace || is_crd) {
+            // Deleting a namespace or a CRD deletes everything in it or of it.
+            policy = Existing::Skip;
+        }
+        match policy {
             Existing::Skip => {
                 self.record_uid(uid, &live);
                 let changes = if self.dry_run {
@@ -322,6 +399,13 @@ impl Sender<'_> {
                     return Ok((
                         Outcome::Unchanged,
                         Some("the namespace exists: its objects are restored into it".into()),
+                        changes,
+                    ));
+                }
+                if is_crd && self.existing.of(at) == Existing::Recreate {
+                    return Ok((
+                        Outcome::Skipped,
+                        Some("exists in the target: left as it is (recreate never deletes a CustomResourceDefinition, which would delete every object of it)".into()),
                         changes,
                     ));
                 }
@@ -352,12 +436,21 @@ impl Sender<'_> {
                 {
                     Ok(updated) => {
                         self.record_uid(uid, &updated);
+                        if !self.dry_run {
+                            self.restore_managers(path, &body, what).await;
+                        }
                         let changes = if self.dry_run {
                             changes(at, &live, &updated)
                         } else {
                             Vec::new()
                         };
                         Ok((Outcome::Updated, None, changes))
+                    }
+                    Err(KubeError::Api { code: 409, .. })
+                        if !self.dry_run && self.made_by_us(path, what).await =>
+                    {
+                        // A PUT sent again after a broken connection: the first went in.
+                        Ok((Outcome::Updated, None, Vec::new()))
                     }
                     Err(KubeError::Api {
                         code,
@@ -367,7 +460,8 @@ impl Sender<'_> {
                     }) => Ok((
                         Outcome::Failed,
                         Some(format!(
-                            "exists, and the API server refused the update ({code} {reason}): {message}; --existing recreate deletes and creates it"
+                            "exists, and the API server refused the update ({code} {reason}): {}; --existing recreate deletes and creates it",
+                            shown_message(at, &message)
                         )),
                         Vec::new(),
                     )),
@@ -386,20 +480,47 @@ impl Sender<'_> {
                         changes,
                     ));
                 }
-                self.target
+                match self
+                    .target
                     .cluster
                     .send_json(http::Method::DELETE, path, None, what)
-                    .await?;
+                    .await
+                {
+                    // Gone already: a DELETE sent again after a broken connection.
+                    Ok(_) | Err(KubeError::Api { code: 404, .. }) => {}
+                    Err(e) => return Err(e),
+                }
                 if let Waited::TimedOut(why) = self.target.gone(path, what, self.wait_timeout).await
                 {
-                    return Ok((Outcome::Failed, Some(why), Vec::new()));
+                    return Ok((
+                        Outcome::Failed,
+                        Some(format!(
+                            "deleted to be recreated, but {why}: run the restore again once it is gone"
+                        )),
+                        Vec::new(),
+                    ));
                 }
                 body["metadata"]
                     .as_object_mut()
                     .map(|m| m.remove("resourceVersion"));
-                let created = self.create(coll, &body, what).await?;
-                self.record_uid(uid, &created);
-                Ok((Outcome::Recreated, None, Vec::new()))
+                match self.create(coll, &body, what).await {
+                    Ok(created) => {
+                        self.record_uid(uid, &created);
+                        self.restore_managers(path, &body, what).await;
+                        Ok((Outcome::Recreated, None, Vec::new()))
+                    }
+                    Err(e) => {
+                        let (_, why, _) = self.failed(at, e);
+                        Ok((
+                            Outcome::Failed,
+                            Some(format!(
+                                "DELETED from the target to be recreated, and then not created: {}; restore it again",
+                                why.unwrap_or_default()
+                            )),
+                            Vec::new(),
+                        ))
+                    }
+                }
             }
         }
     }
@@ -434,10 +555,24 @@ impl Sender<'_> {
             }) => Ok(vec![FieldChange {
                 path: "(update refused)".into(),
                 before: None,
-                after: Some(Value::String(format!("{code} {reason}: {message}"))),
+                after: Some(Value::String(format!(
+                    "{code} {reason}: {}",
+                    shown_message(at, &message)
+                ))),
             }]),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A server's message about an object, as a report may show it: a message about
+/// a Secret that quotes a value (`Invalid value: ...`) is not shown.
+pub fn shown_message(at: &ObjectRef, message: &str) -> String {
+    let secret = at.group.is_empty() && at.resource == "secrets";
+    if secret && message.contains("Invalid value") {
+        "the server's message quotes a value of this Secret, so it is not shown".into()
+    } else {
+        message.to_string()
     }
 }
 

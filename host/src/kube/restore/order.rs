@@ -115,8 +115,13 @@ fn level_of(
         depth: 0,
     };
     // An ownership cycle (which the garbage collector would not leave standing)
-    // is broken where it closes.
+    // is broken where it closes. CRDs come first whatever owns them (an operator's
+    // object may own the CRDs it installs): their objects wait for them.
     if path.contains(&i) {
+        return own;
+    }
+    if own.phase == CRDS {
+        memo[i] = Some(own);
         return own;
     }
     path.push(i);
@@ -205,10 +210,18 @@ mod tests {
             node("example.com", "parts", Some("shop"), "part", &["owned-cm"]),
             node("", "configmaps", Some("shop"), "loop-a", &["loop-b"]),
             node("", "configmaps", Some("shop"), "loop-b", &["loop-a"]),
+            node(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                None,
+                "owned.example.com",
+                &["fast"],
+            ),
         ];
         let l = levels(&nodes);
         let p = |i| position(&l, i);
         assert_eq!(p(5), 0, "CRDs first");
+        assert_eq!(p(12), 0, "CRDs first, whatever owns them");
         assert!(p(4) < p(7) && p(7) < p(8) && p(8) < p(6) && p(6) < p(3));
         assert!(
             p(2) < p(1),

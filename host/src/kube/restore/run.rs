@@ -75,6 +75,13 @@ pub fn restore(
     }
     progress.doing("reading the snapshot");
     let (items, facts) = scope::gather(stored, &opts.scope, &opts.rules)?;
+    if items.is_empty() {
+        return Err(KubeError::Invalid(format!(
+            "snapshot {} holds no object that this restore selects: `ballast kube ls {}` lists what it holds",
+            stored.id.short(),
+            stored.id.short()
+        )));
+    }
     progress.total.store(items.len() as u64, Ordering::Relaxed);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -355,6 +362,9 @@ impl Run<'_> {
             return None;
         }
         for (ns, name) in services {
+            if self.sender.is_stopped() {
+                return Some("the restore stopped before its backend was checked".into());
+            }
             let known = self
                 .backends
                 .lock()
@@ -395,6 +405,9 @@ impl Run<'_> {
             return unready;
         }
         for crd in &self.facts.crds {
+            if self.sender.is_stopped() {
+                break;
+            }
             let needed: Vec<String> = self
                 .facts
                 .resources
@@ -452,6 +465,9 @@ impl Run<'_> {
             return;
         }
         for ns in &self.findings.terminating {
+            if self.sender.is_stopped() {
+                break;
+            }
             self.progress.doing(format!(
                 "waiting for the namespace {ns} to finish terminating"
             ));

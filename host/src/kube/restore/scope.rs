@@ -93,7 +93,8 @@ pub fn gather(
     rules: &Rules,
 ) -> Result<(Vec<Item>, Facts), KubeError> {
     let filter = scope.object.clone().unwrap_or_default();
-    let ctx = context(stored)?;
+    // The Services that select pods: their Endpoints are left out.
+    let ctx = super::super::export::context(stored, None)?;
     let mut items = Vec::new();
     let mut facts = Facts::default();
     let entries = stored.entries(&filter)?;
@@ -158,19 +159,6 @@ pub fn gather(
     Ok((items, facts))
 }
 
-/// The Services of the snapshot that select pods: their Endpoints are left out.
-fn context(stored: &StoredSnapshot) -> Result<Context, KubeError> {
-    let services = Filter {
-        resources: Some(vec![(String::new(), "services".into())]),
-        ..Default::default()
-    };
-    let mut ctx = Context::default();
-    for e in stored.entries(&services)? {
-        ctx.note(&e.at, &stored.read(&e)?);
-    }
-    Ok(ctx)
-}
-
 /// The stored resource as discovery would name it, for the selection's globs.
 fn resource_of(stored: &StoredSnapshot, at: &ObjectRef) -> ApiResource {
     let c = stored.manifest.resource(&at.group, &at.resource);
@@ -219,20 +207,8 @@ fn item_of(
             );
             (Fate::Send, p.namespace, p.name)
         }
-        Plan::LeftOut(why) => (
-            Fate::LeftOut(why),
-            at.namespace
-                .as_deref()
-                .map(|n| rules.mappings.namespace(n).to_string()),
-            at.name.clone(),
-        ),
-        Plan::Invalid(why) => (
-            Fate::Invalid(why),
-            at.namespace
-                .as_deref()
-                .map(|n| rules.mappings.namespace(n).to_string()),
-            at.name.clone(),
-        ),
+        Plan::LeftOut(why) => (Fate::LeftOut(why), mapped(at, rules), at.name.clone()),
+        Plan::Invalid(why) => (Fate::Invalid(why), mapped(at, rules), at.name.clone()),
     };
     Item {
         entry,
@@ -242,6 +218,13 @@ fn item_of(
         node,
         fate,
     }
+}
+
+/// The namespace an object that is not sent would have gone to.
+fn mapped(at: &ObjectRef, rules: &Rules) -> Option<String> {
+    at.namespace
+        .as_deref()
+        .map(|n| rules.mappings.namespace(n).to_string())
 }
 
 fn note_facts(
