@@ -59,11 +59,12 @@ def quarter() -> dict:
 
 
 class Server:
-    def __init__(self, work: Path, dataset: dict):
+    def __init__(self, work: Path, dataset: dict | None):
         self.kubeconfig = work / "kubeconfig"
-        self.proc = subprocess.Popen(
-            [str(SERVER), "--threads", "2", "--kubeconfig", str(self.kubeconfig), "--seed", json.dumps(dataset)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        args = [str(SERVER), "--threads", "2", "--kubeconfig", str(self.kubeconfig)]
+        if dataset is not None:
+            args += ["--seed", json.dumps(dataset)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().strip()
         if not self.url:
             raise SystemExit(f"the test API server did not start: {self.proc.stderr.read()}")

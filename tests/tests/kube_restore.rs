@@ -844,6 +844,31 @@ fn an_owner_the_target_holds_keeps_its_dependents() {
         cm["metadata"]["ownerReferences"][0]["uid"],
         w["metadata"]["uid"]
     );
+
+    // Into another cluster whose widget w1 is another object (another UID, not
+    // restored from this backup): the dependent is not given to it.
+    r.target.create(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        crd("widgets", "example.com", "Widget"),
+    );
+    r.target.namespace("shop");
+    r.target.create(
+        "/apis/example.com/v1/namespaces/shop/widgets",
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}}),
+    );
+    let report = r.restore(&[&id, "cm/w1-config", "-n", "shop"]).ok().json();
+    let o = outcome(&report, "ConfigMap", "w1-config");
+    assert!(
+        o["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("ownerReference was dropped"),
+        "{o}"
+    );
+    let cm = r
+        .get("/api/v1/namespaces/shop/configmaps/w1-config")
+        .unwrap();
+    assert!(cm["metadata"].get("ownerReferences").is_none(), "{cm}");
 }
 
 #[test]
@@ -1005,4 +1030,30 @@ fn a_webhook_whose_backend_is_not_in_the_backup_is_reported_first_and_held_back(
     assert!(r
         .get("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/guard")
         .is_none());
+}
+
+#[test]
+fn a_label_selector_takes_the_objects_it_matches_and_their_namespace() {
+    let r = Restore::new();
+    seed_shop(r.source());
+    let id = backup_id(&r, &["-n", "shop"]);
+    let report = r.restore(&[&id, "-n", "shop", "-l", "app=web"]).ok().json();
+    assert_eq!(outcome(&report, "Deployment", "web")["outcome"], "created");
+    assert_eq!(outcome(&report, "Namespace", "shop")["outcome"], "created");
+    let names: Vec<&str> = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"settings"), "{names:?}");
+    assert!(r
+        .get("/api/v1/namespaces/shop/configmaps/settings")
+        .is_none());
+    // The CRD comes only with its objects.
+    assert!(r
+        .get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
+        .is_none());
+    let out = r.restore(&[&id, "-l", "app in (web"]).expect_code(2);
+    assert!(out.stderr.contains("--selector"), "{}", out.stderr);
 }

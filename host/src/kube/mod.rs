@@ -15,6 +15,7 @@
 //! | `clean`       | what export drops, and why                                     |
 //! | `export`      | clean manifests into a directory                               |
 //! | `diff`        | two snapshots, or a snapshot and the live cluster, compared    |
+//! | `labels`      | label selectors matched against stored objects                 |
 //! | `restore/`    | restore into a cluster: scope, pre-flight, order, send, report |
 //! | `yaml`        | YAML that YAML 1.1 and 1.2 parsers read back the same          |
 
@@ -24,6 +25,7 @@ pub mod client;
 pub mod diff;
 pub mod discovery;
 pub mod export;
+pub mod labels;
 pub mod layout;
 pub mod list_stream;
 pub mod manifest;

@@ -13,6 +13,7 @@ use super::super::context::GlobalArgs;
 use super::super::exit;
 use super::super::output;
 use super::{object_filter, ConnectArgs, SelectionArgs};
+use crate::kube::labels::LabelSelector;
 use crate::kube::restore::apply::{Existing, ExistingPolicy};
 use crate::kube::restore::mapping::{parse_pairs, Mappings};
 use crate::kube::restore::modifiers::Modifiers;
@@ -146,12 +147,13 @@ fn one_cluster(repo: &crate::repo::Repository) -> Result<()> {
 }
 
 pub fn run(g: &GlobalArgs, a: RestoreKubeArgs) -> Result<i32> {
-    if a.selection.selector.is_some() {
-        return Err(super::super::Usage(
-            "restore kube does not take --selector yet: choose objects with -n, --include-resources and the other selection flags, or KIND/NAME".into(),
-        )
-        .into());
-    }
+    let labels = match &a.selection.selector {
+        Some(sel) => Some(
+            LabelSelector::parse(sel)
+                .map_err(|e| super::super::Usage(format!("--selector {e}")))?,
+        ),
+        None => None,
+    };
     if a.selection.all_versions {
         return Err(super::super::Usage(
             "restore kube restores each object once, in the version the backup preferred: leave out --all-versions".into(),
@@ -178,11 +180,13 @@ pub fn run(g: &GlobalArgs, a: RestoreKubeArgs) -> Result<i32> {
             Scope {
                 selection: None,
                 object: Some(object_filter(&stored, o, ns)?),
+                labels,
             }
         }
         None => Scope {
             selection: Some(a.selection.selection().compile()?),
             object: None,
+            labels,
         },
     };
     let rules = Rules {

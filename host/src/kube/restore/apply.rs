@@ -164,8 +164,12 @@ impl Sender<'_> {
         }
     }
 
-    /// The UID of the object an ownerReference names, if the target holds it (an
-    /// owner is in the dependent's namespace, or cluster-scoped).
+    /// The UID of the object an ownerReference names, if the target holds that
+    /// same object (an owner is in the dependent's namespace, or cluster-scoped):
+    /// its UID is the backed-up one (the same cluster) or this backup restored it
+    /// before. A same-named object that is another, or one being deleted, is not
+    /// an owner to give a dependent: the garbage collector would delete the
+    /// dependent with it.
     async fn owner_in_target(&self, r: &Value, namespace: Option<&str>) -> Option<String> {
         let (api_version, kind, name) = (
             r["apiVersion"].as_str()?,
@@ -180,7 +184,19 @@ impl Sender<'_> {
             .get(&path, &format!("the owner {kind} {name}"))
             .await
             .ok()??;
+        if !self.same_object(r["uid"].as_str(), &live) {
+            return None;
+        }
         live["metadata"]["uid"].as_str().map(str::to_string)
+    }
+
+    /// Whether a live object is the backed-up one with UID `uid`: the same UID, or
+    /// restored from this backup; and not being deleted.
+    fn same_object(&self, uid: Option<&str>, live: &Value) -> bool {
+        let m = &live["metadata"];
+        !m["deletionTimestamp"].is_string()
+            && (uid.is_some() && m["uid"].as_str() == uid
+                || m["labels"][BACKUP_LABEL].as_str() == Some(self.backup_id.as_str()))
     }
 
     /// Sends one object and says what became of it.
@@ -305,7 +321,11 @@ impl Sender<'_> {
             )
             .await
         {
-            tracing::warn!("{what}: its field managers were not restored: {e}");
+            let why = match e {
+                KubeError::Api { code, reason, .. } => format!("{code} {reason}"),
+                other => other.to_string(),
+            };
+            tracing::warn!("{what}: its field managers were not restored ({why})");
         }
     }
 
@@ -387,7 +407,10 @@ impl Sender<'_> {
         }
         match policy {
             Existing::Skip => {
-                self.record_uid(uid, &live);
+                // A same-named object that is another keeps no dependents of ours.
+                if self.same_object(uid, &live) {
+                    self.record_uid(uid, &live);
+                }
                 let changes = if self.dry_run {
                     self.would_change(at, path, &live, &body, what)
                         .await
@@ -565,12 +588,12 @@ impl Sender<'_> {
     }
 }
 
-/// A server's message about an object, as a report may show it: a message about
-/// a Secret that quotes a value (`Invalid value: ...`) is not shown.
+/// A server's message about an object, as a report may show it. A message about
+/// a Secret is not shown: validation and webhooks may quote its values.
 pub fn shown_message(at: &ObjectRef, message: &str) -> String {
     let secret = at.group.is_empty() && at.resource == "secrets";
-    if secret && message.contains("Invalid value") {
-        "the server's message quotes a value of this Secret, so it is not shown".into()
+    if secret {
+        "the server's message about a Secret is not shown, as it may quote a value; the API server's log has it".into()
     } else {
         message.to_string()
     }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::super::clean::Context;
 use super::super::discovery::ApiResource;
+use super::super::labels::LabelSelector;
 use super::super::layout::ObjectRef;
 use super::super::select::Compiled;
 use super::super::stored::{Entry, Filter, StoredSnapshot};
@@ -25,6 +26,9 @@ pub struct Scope {
     pub selection: Option<Compiled>,
     /// One object (`KIND/NAME -n NS`), already resolved to a filter.
     pub object: Option<Filter>,
+    /// `--selector`: only objects with these labels (Namespaces come along for the
+    /// objects taken, CRDs for their custom objects).
+    pub labels: Option<LabelSelector>,
 }
 
 /// What becomes of one stored object.
@@ -150,8 +154,43 @@ pub fn gather(
             }
         }
     }
-    for e in chosen {
+    // Namespaces last: with a label selector, a namespace comes along only when
+    // some of its objects do.
+    // CRDs too: they come along for the custom objects taken, or by their labels.
+    let later = |e: &Entry| {
+        (e.at.group.is_empty() && e.at.resource == "namespaces")
+            || (e.at.group == "apiextensions.k8s.io"
+                && e.at.resource == "customresourcedefinitions")
+    };
+    let (namespaces, others): (Vec<Entry>, Vec<Entry>) = chosen.into_iter().partition(later);
+    let mut taken_namespaces = BTreeSet::new();
+    let mut taken_crds = BTreeSet::new();
+    for e in others {
         let obj = stored.read(&e)?;
+        if let Some(sel) = &scope.labels {
+            if !sel.matches(&obj["metadata"]["labels"]) {
+                continue;
+            }
+        }
+        if let Some(ns) = &e.at.namespace {
+            taken_namespaces.insert(ns.clone());
+        }
+        taken_crds.insert(format!("{}.{}", e.at.resource, e.at.group));
+        let item = item_of(e, &obj, &ctx, rules, items.len(), &mut facts);
+        items.push(item);
+    }
+    for e in namespaces {
+        let needed = if e.at.resource == "namespaces" {
+            taken_namespaces.contains(&e.at.name)
+        } else {
+            taken_crds.contains(&e.at.name)
+        };
+        let obj = stored.read(&e)?;
+        if let Some(sel) = &scope.labels {
+            if !needed && !sel.matches(&obj["metadata"]["labels"]) {
+                continue;
+            }
+        }
         let item = item_of(e, &obj, &ctx, rules, items.len(), &mut facts);
         items.push(item);
     }
