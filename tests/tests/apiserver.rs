@@ -292,3 +292,26 @@ fn discovery_lists_groups_subresources_and_preferred_versions() {
     let (_, v) = get(&s, "/version");
     assert!(v["gitVersion"].as_str().unwrap().starts_with("v1."));
 }
+
+/// DeleteOptions' preconditions: a delete names the UID it means, and an object
+/// made since under the same name is not deleted.
+#[test]
+fn a_delete_with_a_uid_precondition_deletes_only_that_object() {
+    let s = TestApiServer::start();
+    s.namespace("shop");
+    let cm = s.create(
+        "/api/v1/namespaces/shop/configmaps",
+        json!({"metadata": {"name": "a"}}),
+    );
+    let path = "/api/v1/namespaces/shop/configmaps/a";
+    let other = json!({"preconditions": {"uid": "not-its-uid"}});
+    let (code, v) = s.call("DELETE", path, Some(&other));
+    assert_eq!(code, 409, "{v}");
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("Precondition failed"));
+    let own = json!({"preconditions": {"uid": cm["metadata"]["uid"]}});
+    assert_eq!(s.call("DELETE", path, Some(&own)).0, 200);
+    assert_eq!(s.call("GET", path, None).0, 404);
+}

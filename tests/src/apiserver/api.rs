@@ -629,6 +629,21 @@ impl State {
                     t.namespace.as_deref(),
                     t.name.as_deref().unwrap_or_default(),
                 );
+                // DeleteOptions' preconditions: only the object with this UID.
+                let options: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                if let (Some(want), Some(o)) = (
+                    options["preconditions"]["uid"].as_str(),
+                    inner.store.get(&t.rt.storage, &key),
+                ) {
+                    let have = o["metadata"]["uid"].as_str().unwrap_or_default();
+                    if want != have {
+                        return Err(ApiError::conflict(
+                            &t.rt.qualified(),
+                            t.name.as_deref().unwrap_or_default(),
+                            &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
+                        ));
+                    }
+                }
                 let obj = inner.delete(&t.rt, &key, dry_run)?;
                 Ok(Response::ok(present(&t.rt, &t.version, &obj, false)))
             }

@@ -380,6 +380,9 @@ impl Sender<'_> {
             // Gone between the create and the get: create once more.
             let created = self.create(coll, &body, what).await?;
             self.record_uid(uid, &created);
+            if !self.dry_run {
+                self.restore_managers(path, &body, what).await;
+            }
             return Ok((Outcome::Created, None, Vec::new()));
         };
         let labels = &live["metadata"]["labels"];
@@ -393,6 +396,7 @@ impl Sender<'_> {
         if !self.dry_run && labels[RESTORE_LABEL].as_str() == Some(self.restore_id.as_str()) {
             // This restore made it: a create sent again after a broken connection.
             self.record_uid(uid, &live);
+            self.restore_managers(path, &body, what).await;
             return Ok((Outcome::Created, None, Vec::new()));
         }
         let rv = live["metadata"]["resourceVersion"].clone();
@@ -473,6 +477,7 @@ impl Sender<'_> {
                         if !self.dry_run && self.made_by_us(path, what).await =>
                     {
                         // A PUT sent again after a broken connection: the first went in.
+                        self.restore_managers(path, &body, what).await;
                         Ok((Outcome::Updated, None, Vec::new()))
                     }
                     Err(KubeError::Api {
@@ -503,10 +508,19 @@ impl Sender<'_> {
                         changes,
                     ));
                 }
+                // Only the object looked at: a DELETE sent again after a broken
+                // connection must not delete one that was made since.
+                let options = serde_json::json!({"apiVersion": "v1", "kind": "DeleteOptions",
+                    "preconditions": {"uid": live["metadata"]["uid"]}});
                 match self
                     .target
                     .cluster
-                    .send_json(http::Method::DELETE, path, None, what)
+                    .send_json(
+                        http::Method::DELETE,
+                        path,
+                        Some(("application/json", &options)),
+                        what,
+                    )
                     .await
                 {
                     // Gone already: a DELETE sent again after a broken connection.

@@ -76,6 +76,10 @@ impl Target {
             match done().await {
                 Ok(true) => return Waited::Done,
                 Ok(false) => {}
+                // The API server went away: waiting longer cannot help.
+                Err(e @ (KubeError::Transport { .. } | KubeError::Unreachable { .. })) => {
+                    return Waited::TimedOut(format!("{what}: {e}"));
+                }
                 Err(e) => last_error = Some(e.to_string()),
             }
             if start.elapsed() >= timeout {
