@@ -126,3 +126,10 @@ pub fn crd(plural: &str, group: &str, kind: &str) -> Value {
                                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
     })
 }
+
+/// `ownerReferences` naming `owner` (an object as the server returned it) as the
+/// controller of the object they are put on.
+pub fn owned_by(owner: &Value, kind: &str) -> Value {
+    json!([{"apiVersion": owner["apiVersion"], "kind": kind, "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
+}

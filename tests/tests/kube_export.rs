@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use ballast_tests::apiserver::TestApiServer;
-use ballast_tests::kube::{configmap, crd, KubeEnv};
+use ballast_tests::kube::{configmap, crd, owned_by, KubeEnv};
 
 /// A namespace as a cluster holds it: what people wrote, and what controllers and
 /// the API server made beside it.
@@ -31,18 +31,14 @@ fn seed_app(s: &TestApiServer) {
                         "template": {"metadata": {"labels": {"app": "web"}},
                                      "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}),
     );
-    let owner = |kind: &str, o: &Value| {
-        json!([{"apiVersion": o["apiVersion"], "kind": kind, "name": o["metadata"]["name"],
-                "uid": o["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
-    };
     let rs = s.create(
         "/apis/apps/v1/namespaces/shop/replicasets",
-        json!({"metadata": {"name": "web-5d8f", "labels": {"app": "web"}, "ownerReferences": owner("Deployment", &deploy)},
+        json!({"metadata": {"name": "web-5d8f", "labels": {"app": "web"}, "ownerReferences": owned_by(&deploy, "Deployment")},
                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}}),
     );
     s.create(
         "/api/v1/namespaces/shop/pods",
-        json!({"metadata": {"name": "web-5d8f-abcde", "ownerReferences": owner("ReplicaSet", &rs)},
+        json!({"metadata": {"name": "web-5d8f-abcde", "ownerReferences": owned_by(&rs, "ReplicaSet")},
                "spec": {"nodeName": "node-1", "containers": [{"name": "web", "image": "nginx:1.27"}]}}),
     );
     s.create(

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use ballast_tests::apiserver::admission::Backend;
 use ballast_tests::apiserver::TestApiServer;
-use ballast_tests::kube::{configmap, crd, KubeEnv};
+use ballast_tests::kube::{configmap, crd, owned_by, KubeEnv};
 use ballast_tests::Out;
 
 /// A source cluster with a backup, and a target cluster to restore into.
@@ -67,11 +67,6 @@ fn outcome<'a>(report: &'a Value, kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no outcome for {kind} {name} in {report:#}"))
 }
 
-fn owner_of(o: &Value, kind: &str) -> Value {
-    json!([{"apiVersion": o["apiVersion"], "kind": kind, "name": o["metadata"]["name"],
-            "uid": o["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
-}
-
 /// A namespace with a custom resource that owns a ConfigMap, a Deployment with the
 /// ReplicaSet and Pod its controllers made, a Service, a Secret and a token.
 fn seed_shop(s: &TestApiServer) {
@@ -86,7 +81,7 @@ fn seed_shop(s: &TestApiServer) {
     );
     s.create(
         "/api/v1/namespaces/shop/configmaps",
-        json!({"metadata": {"name": "w1-config", "ownerReferences": owner_of(&w, "Widget")},
+        json!({"metadata": {"name": "w1-config", "ownerReferences": owned_by(&w, "Widget")},
                "data": {"k": "v"}}),
     );
     // A GitOps controller manages it (managers are set by a patch of
@@ -120,12 +115,12 @@ fn seed_shop(s: &TestApiServer) {
     );
     let rs = s.create(
         "/apis/apps/v1/namespaces/shop/replicasets",
-        json!({"metadata": {"name": "web-5d8f", "ownerReferences": owner_of(&d, "Deployment")},
+        json!({"metadata": {"name": "web-5d8f", "ownerReferences": owned_by(&d, "Deployment")},
                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}}),
     );
     s.create(
         "/api/v1/namespaces/shop/pods",
-        json!({"metadata": {"name": "web-5d8f-abcde", "ownerReferences": owner_of(&rs, "ReplicaSet")},
+        json!({"metadata": {"name": "web-5d8f-abcde", "ownerReferences": owned_by(&rs, "ReplicaSet")},
                "spec": {"nodeName": "node-1", "containers": [{"name": "web", "image": "nginx:1.27"}]}}),
     );
     s.create(

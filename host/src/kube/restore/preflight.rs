@@ -36,11 +36,13 @@ pub async fn check(target: &Target, facts: &Facts) -> Result<Findings, KubeError
         if served.iter().any(|v| v == version) {
             continue;
         }
-        let qualified = if group.is_empty() {
-            format!("{resource}/{version}")
+        // `resource.group` as the selection flags take it, and with the version.
+        let name = if group.is_empty() {
+            resource.clone()
         } else {
-            format!("{resource}.{group}/{version}")
+            format!("{resource}.{group}")
         };
+        let qualified = format!("{name}/{version}");
         // A CRD of the restore brings the resource only where the target has none
         // of it yet: one that is there already is an existing object, not replaced.
         if let Some(crd) = facts
@@ -61,15 +63,12 @@ pub async fn check(target: &Target, facts: &Facts) -> Result<Findings, KubeError
         }
         let problem = if served.is_empty() {
             format!(
-                "the target cluster does not serve {kind} ({}) at all: install what provides it (its CRD or API service) first, or leave it out with --exclude-resources {}",
-                if group.is_empty() { resource.clone() } else { format!("{resource}.{group}") },
-                if group.is_empty() { resource.clone() } else { format!("{resource}.{group}") },
+                "the target cluster does not serve {kind} ({name}) at all: install what provides it (its CRD or API service) first, or leave it out with --exclude-resources {name}"
             )
         } else {
             format!(
-                "the target cluster serves {kind} only in {} and the backup holds {version}; ballast does not convert between versions: upgrade the provider in the target, or leave it out with --exclude-resources {}",
+                "the target cluster serves {kind} only in {} and the backup holds {version}; ballast does not convert between versions: upgrade the provider in the target, or leave it out with --exclude-resources {name}",
                 served.join(", "),
-                if group.is_empty() { resource.clone() } else { format!("{resource}.{group}") },
             )
         };
         f.problems.push(Problem {
