@@ -237,6 +237,37 @@ fn a_namespace_comes_back_in_dependency_order_with_its_owners() {
         .unwrap()
         .iter()
         .any(|m| m["manager"] == "argocd-controller"));
+    let patched = |name: &str| {
+        served
+            .iter()
+            .filter(|s| s.method == "PATCH" && s.path.ends_with(&format!("/configmaps/{name}")))
+            .count()
+    };
+    assert_eq!(
+        patched("w1-config"),
+        1,
+        "an Apply manager is handed back by a patch"
+    );
+    // One Update wrote all of this one: it is created under that manager's name,
+    // with no patch after.
+    let source_settings = r
+        .source()
+        .call("GET", "/api/v1/namespaces/shop/configmaps/settings", None)
+        .1;
+    let settings = r
+        .get("/api/v1/namespaces/shop/configmaps/settings")
+        .unwrap();
+    let managers = |o: &Value| -> Vec<(String, String)> {
+        o["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["manager"].to_string(), m["operation"].to_string()))
+            .collect()
+    };
+    assert_eq!(managers(&settings), managers(&source_settings));
+    assert_ne!(managers(&settings)[0].0, "\"ballast\"");
+    assert_eq!(patched("settings"), 0);
     assert_eq!(cm["metadata"]["labels"]["ballast.io/restore"], restore_id);
     assert_eq!(
         cm["metadata"]["labels"]["ballast.io/backup"],

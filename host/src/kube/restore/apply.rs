@@ -95,6 +95,20 @@ pub fn collection(at: &ObjectRef, namespace: Option<&str>) -> String {
     }
 }
 
+/// The one manager of a backed-up object's fields, when a single `Update` wrote
+/// them all (a Secret from Helm, a ConfigMap from `kubectl create`, an object a
+/// controller made): creating the object under that manager's name gives it back
+/// every field, and no managedFields patch needs to follow. That manager then also
+/// owns the two restore labels, which nothing else writes.
+fn sole_manager(body: &Value) -> Option<&str> {
+    match body["metadata"]["managedFields"].as_array()?.as_slice() {
+        [only] if only["operation"] == "Update" && only["subresource"].is_null() => {
+            only["manager"].as_str().filter(|m| !m.is_empty())
+        }
+        _ => None,
+    }
+}
+
 impl Sender<'_> {
     fn dry(&self) -> &'static str {
         if self.dry_run {
@@ -239,12 +253,9 @@ impl Sender<'_> {
         );
         let coll = collection(at, namespace.as_deref());
         let path = format!("{coll}/{name}");
-        let (outcome, reason, changes) = match self.create(&coll, &body, &what).await {
+        let (outcome, reason, changes) = match self.create(&coll, &path, &body, &what).await {
             Ok(created) => {
                 self.record_uid(uid, &created);
-                if !self.dry_run {
-                    self.restore_managers(&path, &body, &what).await;
-                }
                 (Outcome::Created, None, Vec::new())
             }
             Err(KubeError::Api {
@@ -329,16 +340,39 @@ impl Sender<'_> {
         }
     }
 
-    async fn create(&self, coll: &str, body: &Value, what: &str) -> Result<Value, KubeError> {
-        self.target
+    /// Creates the object with its fields' managers as they were: under the name of
+    /// its one manager when it has one ([`sole_manager`]), else followed by a
+    /// managedFields patch.
+    async fn create(
+        &self,
+        coll: &str,
+        path: &str,
+        body: &Value,
+        what: &str,
+    ) -> Result<Value, KubeError> {
+        let sole = sole_manager(body);
+        let query = match (self.dry_run, sole) {
+            (true, _) => "?dryRun=All".to_string(),
+            (false, Some(m)) => format!(
+                "?fieldManager={}",
+                url::form_urlencoded::byte_serialize(m.as_bytes()).collect::<String>()
+            ),
+            (false, None) => String::new(),
+        };
+        let created = self
+            .target
             .cluster
             .send_json(
                 http::Method::POST,
-                &format!("{coll}{}", self.dry()),
+                &format!("{coll}{query}"),
                 Some(("application/json", body)),
                 what,
             )
-            .await
+            .await?;
+        if !self.dry_run && sole.is_none() {
+            self.restore_managers(path, body, what).await;
+        }
+        Ok(created)
     }
 
     /// An error's outcome: the server's refusal, or the restore stops when the
@@ -378,11 +412,8 @@ impl Sender<'_> {
     ) -> Result<(Outcome, Option<String>, Vec<FieldChange>), KubeError> {
         let Some(live) = self.target.get(path, what).await? else {
             // Gone between the create and the get: create once more.
-            let created = self.create(coll, &body, what).await?;
+            let created = self.create(coll, path, &body, what).await?;
             self.record_uid(uid, &created);
-            if !self.dry_run {
-                self.restore_managers(path, &body, what).await;
-            }
             return Ok((Outcome::Created, None, Vec::new()));
         };
         let labels = &live["metadata"]["labels"];
@@ -540,10 +571,9 @@ impl Sender<'_> {
                 body["metadata"]
                     .as_object_mut()
                     .map(|m| m.remove("resourceVersion"));
-                match self.create(coll, &body, what).await {
+                match self.create(coll, path, &body, what).await {
                     Ok(created) => {
                         self.record_uid(uid, &created);
-                        self.restore_managers(path, &body, what).await;
                         Ok((Outcome::Recreated, None, Vec::new()))
                     }
                     Err(e) => {

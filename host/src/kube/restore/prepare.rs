@@ -77,6 +77,7 @@ pub fn prepare(at: &ObjectRef, obj: &Value, ctx: &Context, rules: &Rules) -> Pla
         },
     };
     let mut body = clean::strip_as(at, obj, &keep);
+    drop_status_managers(&mut body);
     let notes = rules.mappings.apply(at, &mut body);
     if let Err(why) = rules.modifiers.apply(at, &mut body) {
         return Plan::Invalid(why);
@@ -97,6 +98,21 @@ pub fn prepare(at: &ObjectRef, obj: &Value, ctx: &Context, rules: &Rules) -> Pla
         body,
         notes,
     })
+}
+
+/// The status is not restored, so neither are the managers of its fields (the
+/// entries for the status subresource): its writer owns them again at its next
+/// write.
+fn drop_status_managers(body: &mut Value) {
+    let meta = &mut body["metadata"];
+    if let Some(entries) = meta["managedFields"].as_array_mut() {
+        entries.retain(|e| e["subresource"].as_str() != Some("status"));
+        if entries.is_empty() {
+            if let Some(m) = meta.as_object_mut() {
+                m.remove("managedFields");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +136,8 @@ mod tests {
         let svc = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "web", "namespace": "shop", "uid": "u1", "resourceVersion": "7",
                 "generation": 2, "creationTimestamp": "2026-01-01T00:00:00Z",
-                "managedFields": [{"manager": "argocd", "operation": "Apply"}],
+                "managedFields": [{"manager": "argocd", "operation": "Apply"},
+                    {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status"}],
                 "ownerReferences": [{"apiVersion": "x.io/v1", "kind": "App", "name": "a", "uid": "u0"}]},
             "spec": {"type": "NodePort", "clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"],
                      "ports": [{"port": 80, "nodePort": 30080}]},
@@ -138,6 +155,8 @@ mod tests {
             assert!(m.get(gone).is_none(), "{gone}");
         }
         assert_eq!(m["managedFields"][0]["manager"], "argocd");
+        // The status is not restored, nor is its manager.
+        assert_eq!(m["managedFields"].as_array().unwrap().len(), 1);
         assert_eq!(m["ownerReferences"][0]["uid"], "u0");
         assert_eq!(m["labels"][BACKUP_LABEL], "0123abcd");
         assert_eq!(m["labels"][RESTORE_LABEL], "r1");
