@@ -6,6 +6,7 @@
 //! - [`etcd`]: etcd snapshots, restore, change capture and point-in-time restore;
 //! - [`kube`]: Kubernetes objects through the API: capture, browse, diff, export;
 //! - [`plugins`]: application hooks as sandboxed WebAssembly components;
+//! - [`server`]: `ballast server`: schedules, metrics, run records;
 //! - [`cli`]: the `ballast` command line.
 
 pub mod cli;
@@ -14,5 +15,6 @@ pub mod files;
 pub mod kube;
 pub mod plugins;
 pub mod repo;
+pub mod server;
 pub mod store;
 pub mod sysinfo;

@@ -13,6 +13,7 @@ mod output;
 mod plugin;
 mod repo;
 mod restore;
+mod server;
 mod snapshots;
 
 use clap::{Parser, Subcommand};
@@ -111,6 +112,8 @@ enum Command {
     /// Check a backup without restoring it
     #[command(subcommand)]
     Verify(VerifyCommand),
+    /// Run schedules of backups, checks and prunes as a long-running server (metrics on /metrics)
+    Server(server::ServerArgs),
     /// Run a self-contained demonstration in a local directory
     Demo(demo::DemoArgs),
 }
@@ -172,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plugin(c) => plugin::run(g, c),
         Command::Hook(c) => plugin::hook(g, c),
         Command::Verify(VerifyCommand::App(a)) => app::verify(g, a),
+        Command::Server(a) => server::run(g, a),
         Command::Demo(a) => demo::run(g, a),
     }
 }

@@ -1,0 +1,209 @@
+//! The server's Prometheus metrics (the list, with what each alert rule reads, is
+//! in `docs/server.md`). Every series of every configured schedule exists from the
+//! start, at its remembered count or at zero, and the newest-success gauges are
+//! set from the state file and then from the repository, so that a restart never
+//! makes an alert fire or go quiet.
+
+use std::sync::atomic::AtomicU64;
+
+use jiff::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::config::Schedule;
+use super::state::{Outcome, ScheduleState};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Sched {
+    pub schedule: String,
+    pub job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SchedOutcome {
+    pub schedule: String,
+    pub job: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SchedReason {
+    pub schedule: String,
+    pub job: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Repo {
+    pub repository: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// Why a due run did not run.
+pub const SKIP_REASONS: [&str; 2] = ["overlap", "shutdown"];
+/// The outcomes a run ends with.
+pub const RUN_OUTCOMES: [Outcome; 3] = [Outcome::Succeeded, Outcome::Partial, Outcome::Failed];
+
+pub struct Metrics {
+    registry: Registry,
+    pub runs: Family<SchedOutcome, Counter>,
+    pub skipped: Family<SchedReason, Counter>,
+    pub missed: Family<Sched, Counter>,
+    pub last_success: Family<Sched, FGauge>,
+    pub last_attempt: Family<Sched, FGauge>,
+    pub since: Family<Sched, FGauge>,
+    pub next_run: Family<Sched, FGauge>,
+    pub expected_interval: Family<Sched, FGauge>,
+    pub running: Family<Sched, Gauge>,
+    pub duration: Family<Sched, FGauge>,
+    pub bytes_read: Family<Sched, Counter>,
+    pub bytes_added: Family<Sched, Counter>,
+    pub capture_up: Family<Sched, Gauge>,
+    pub capture_restarts: Family<Sched, Counter>,
+    pub repository_up: Family<Repo, Gauge>,
+    pub repository_snapshots: Family<Repo, Gauge>,
+    pub repository_last_probe: Family<Repo, FGauge>,
+}
+
+pub fn seconds(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        macro_rules! family {
+            ($name:literal, $help:literal) => {{
+                let f = Family::default();
+                registry.register($name, $help, f.clone());
+                f
+            }};
+        }
+        Metrics {
+            runs: family!("ballast_schedule_runs", "Runs of a schedule by outcome (succeeded, partial, failed)"),
+            skipped: family!("ballast_schedule_skipped_runs", "Runs due but not run, by reason (overlap: the previous run was still running; shutdown)"),
+            missed: family!("ballast_schedule_missed_runs", "Runs due while the server was down (one catch-up run follows)"),
+            last_success: family!("ballast_schedule_last_success_timestamp_seconds", "When the newest successful (or partial) run of the schedule finished; 0 if none"),
+            last_attempt: family!("ballast_schedule_last_attempt_timestamp_seconds", "When the newest run of the schedule started; 0 if none"),
+            since: family!("ballast_schedule_since_timestamp_seconds", "When the server first ran the schedule (what staleness counts from before a first success)"),
+            next_run: family!("ballast_schedule_next_run_timestamp_seconds", "When the schedule runs next"),
+            expected_interval: family!("ballast_schedule_expected_interval_seconds", "The longest time between two runs of the schedule's cron expression"),
+            running: family!("ballast_schedule_running", "1 while a run of the schedule is running"),
+            duration: family!("ballast_schedule_last_duration_seconds", "How long the newest run took"),
+            bytes_read: family!("ballast_schedule_read_bytes", "Bytes the schedule's backups read"),
+            bytes_added: family!("ballast_schedule_added_bytes", "Bytes the schedule's backups added to the repository (compressed, encrypted)"),
+            capture_up: family!("ballast_capture_up", "1 while an etcd capture is running"),
+            capture_restarts: family!("ballast_capture_restarts", "Times an etcd capture ended and was started again"),
+            repository_up: family!("ballast_repository_up", "1 if the newest listing of the repository succeeded"),
+            repository_snapshots: family!("ballast_repository_snapshots", "Snapshots in the repository at the newest listing"),
+            repository_last_probe: family!("ballast_repository_last_probe_timestamp_seconds", "When the repository was last listed"),
+            registry,
+        }
+    }
+
+    /// Makes every series of a schedule exist, at the remembered counts.
+    pub fn declare(&self, s: &Schedule, st: &ScheduleState) {
+        let sched = sched(s);
+        let job = s.job.kind.name();
+        for o in RUN_OUTCOMES {
+            let c = self.runs.get_or_create(&outcome(&s.name, job, o));
+            c.inc_by(st.counts.get(o.name()).copied().unwrap_or(0));
+        }
+        if s.retention.is_some() {
+            for o in RUN_OUTCOMES {
+                let c = self.runs.get_or_create(&outcome(&s.name, "forget", o));
+                c.inc_by(
+                    st.counts
+                        .get(&format!("forget:{}", o.name()))
+                        .copied()
+                        .unwrap_or(0),
+                );
+            }
+        }
+        for r in SKIP_REASONS {
+            let c = self.skipped.get_or_create(&SchedReason {
+                schedule: s.name.clone(),
+                job: job.to_string(),
+                reason: r.to_string(),
+            });
+            c.inc_by(st.counts.get(&format!("skipped:{r}")).copied().unwrap_or(0));
+        }
+        self.missed
+            .get_or_create(&sched)
+            .inc_by(st.counts.get("missed").copied().unwrap_or(0));
+        self.last_success
+            .get_or_create(&sched)
+            .set(st.last_success.map(seconds).unwrap_or(0.0));
+        self.last_attempt
+            .get_or_create(&sched)
+            .set(st.last_attempt.map(seconds).unwrap_or(0.0));
+        self.since
+            .get_or_create(&sched)
+            .set(st.since.map(seconds).unwrap_or(0.0));
+        self.running.get_or_create(&sched).set(0);
+        let _ = self.duration.get_or_create(&sched);
+        self.bytes_read
+            .get_or_create(&sched)
+            .inc_by(st.counts.get("bytes_read").copied().unwrap_or(0));
+        self.bytes_added
+            .get_or_create(&sched)
+            .inc_by(st.counts.get("bytes_added").copied().unwrap_or(0));
+        match &s.timing {
+            Some(t) => {
+                let now = Timestamp::now();
+                self.expected_interval
+                    .get_or_create(&sched)
+                    .set(t.expected_interval(now).as_secs_f64());
+                let _ = self.next_run.get_or_create(&sched);
+            }
+            None => {
+                self.capture_up.get_or_create(&sched).set(0);
+                self.capture_restarts
+                    .get_or_create(&sched)
+                    .inc_by(st.counts.get("restarts").copied().unwrap_or(0));
+            }
+        }
+    }
+
+    pub fn declare_repository(&self, name: &str) {
+        let r = Repo {
+            repository: name.to_string(),
+        };
+        let _ = self.repository_up.get_or_create(&r);
+        let _ = self.repository_snapshots.get_or_create(&r);
+        let _ = self.repository_last_probe.get_or_create(&r);
+    }
+
+    /// The Prometheus text exposition (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+pub fn sched(s: &Schedule) -> Sched {
+    Sched {
+        schedule: s.name.clone(),
+        job: s.job.kind.name().to_string(),
+    }
+}
+
+pub fn outcome(schedule: &str, job: &str, o: Outcome) -> SchedOutcome {
+    SchedOutcome {
+        schedule: schedule.to_string(),
+        job: job.to_string(),
+        outcome: o.name().to_string(),
+    }
+}

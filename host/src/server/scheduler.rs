@@ -1,0 +1,389 @@
+//! One schedule's loop. A cron schedule sleeps until its next time, runs its job
+//! unless the previous run still runs (then the run is skipped, and recorded with
+//! the reason), and applies its retention after a success. Times that passed while
+//! the server was down are recorded as missed, and one run catches up, once. An
+//! etcd capture is kept running instead: started again after it ends, with a
+//! backoff.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::config::Schedule;
+use super::metrics::{outcome, sched, seconds, SchedReason};
+use super::runner::{Finished, Stop};
+use super::state::{Outcome, RunRecord};
+use super::{run_id, Server};
+
+/// Cron times counted one by one at most (a server down for years has missed
+/// "at least" this many).
+const COUNT_CAP: u64 = 10_000;
+/// How long a sleep lasts at most before the wall clock is read again (a clock
+/// set forward, a machine woken from suspend).
+const NAP: Duration = Duration::from_secs(30);
+
+pub async fn run(server: Arc<Server>, s: Schedule) {
+    if s.timing.is_some() {
+        cron_loop(server, s).await
+    } else {
+        keep_running(server, s).await
+    }
+}
+
+/// Sleeps until `t` or the stop; false when stopping.
+async fn sleep_until(server: &Server, t: Timestamp) -> bool {
+    let mut stop = server.stop.clone();
+    loop {
+        if *stop.borrow_and_update() {
+            return false;
+        }
+        let now = Timestamp::now();
+        if now >= t {
+            return true;
+        }
+        let left = Duration::try_from(t.duration_since(now)).unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(left.min(NAP)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+fn skip_reason(server: &Server, s: &Schedule, reason: &str, scheduled_for: Timestamp, why: &str) {
+    server
+        .metrics
+        .skipped
+        .get_or_create(&SchedReason {
+            schedule: s.name.clone(),
+            job: s.job.kind.name().to_string(),
+            reason: reason.to_string(),
+        })
+        .inc();
+    server.update(&s.name, |st| {
+        *st.counts.entry(format!("skipped:{reason}")).or_default() += 1;
+    });
+    server.record(&RunRecord {
+        id: run_id(),
+        schedule: s.name.clone(),
+        job: s.job.kind.name().to_string(),
+        outcome: Outcome::Skipped,
+        scheduled_for: Some(scheduled_for),
+        started: Timestamp::now(),
+        finished: None,
+        reason: Some(why.to_string()),
+        exit_code: None,
+        snapshot_id: None,
+        count: None,
+    });
+}
+
+async fn cron_loop(server: Arc<Server>, s: Schedule) {
+    let timing = s.timing.clone().expect("a cron schedule");
+    let running = Arc::new(AtomicBool::new(false));
+    let now = Timestamp::now();
+    let handled = server
+        .state
+        .lock()
+        .unwrap()
+        .schedules
+        .get(&s.name)
+        .and_then(|st| st.handled_until);
+    let mut handled = match handled {
+        // A first start: nothing was due before it.
+        None => {
+            server.update(&s.name, |st| st.handled_until = Some(now));
+            now
+        }
+        Some(h) => h,
+    };
+    let mut runs = Vec::new();
+    loop {
+        let Some(next) = timing.next_after(handled) else {
+            tracing::warn!("schedule {}: its cron expression has no next time", s.name);
+            break;
+        };
+        server
+            .metrics
+            .next_run
+            .get_or_create(&sched(&s))
+            .set(seconds(next.max(Timestamp::now())));
+        if !sleep_until(&server, next).await {
+            break;
+        }
+        let now = Timestamp::now();
+        let (due, last) = timing.due(handled, now, COUNT_CAP);
+        let Some(last) = last else { continue };
+        if due > 1 {
+            // Times that passed with no run: the server was down or asleep.
+            let missed = due - 1;
+            server
+                .metrics
+                .missed
+                .get_or_create(&sched(&s))
+                .inc_by(missed);
+            server.update(&s.name, |st| {
+                *st.counts.entry("missed".into()).or_default() += missed
+            });
+            server.record(&RunRecord {
+                id: run_id(),
+                schedule: s.name.clone(),
+                job: s.job.kind.name().to_string(),
+                outcome: Outcome::Missed,
+                scheduled_for: Some(next),
+                started: now,
+                finished: None,
+                reason: Some(format!(
+                    "{missed} run(s) from {next} were due while the server was not running; one run catches up now"
+                )),
+                exit_code: None,
+                snapshot_id: None,
+                count: Some(missed),
+            });
+        }
+        handled = last;
+        server.update(&s.name, |st| st.handled_until = Some(last));
+        if running.swap(true, Ordering::SeqCst) {
+            skip_reason(
+                &server,
+                &s,
+                "overlap",
+                last,
+                "the previous run of this schedule is still running",
+            );
+            continue;
+        }
+        let server2 = server.clone();
+        let s2 = s.clone();
+        let running2 = running.clone();
+        runs.push(tokio::spawn(async move {
+            one_run(&server2, &s2, Some(last)).await;
+            running2.store(false, Ordering::SeqCst);
+        }));
+        runs.retain(|r| !r.is_finished());
+    }
+    for r in runs {
+        let _ = r.await;
+    }
+}
+
+/// Runs the job once and records it; after a success, its retention.
+async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>) -> Outcome {
+    let labels = sched(s);
+    let job = s.job.kind.name();
+    let started = Timestamp::now();
+    server.metrics.running.get_or_create(&labels).set(1);
+    server
+        .metrics
+        .last_attempt
+        .get_or_create(&labels)
+        .set(seconds(started));
+    server.update(&s.name, |st| st.last_attempt = Some(started));
+    let ran = server
+        .runner
+        .run(&s.repository, &s.job.argv(), s.timeout, server.stop.clone())
+        .await;
+    let finished = Timestamp::now();
+    server.metrics.running.get_or_create(&labels).set(0);
+    server
+        .metrics
+        .duration
+        .get_or_create(&labels)
+        .set(finished.duration_since(started).as_secs_f64());
+    let (result, reason, done) = match ran {
+        Ok(f) => (verdict(&f), reason_of(&f), Some(f)),
+        Err(e) => (
+            Outcome::Failed,
+            Some(format!(
+                "cannot start {}: {e}",
+                server.runner.program.display()
+            )),
+            None,
+        ),
+    };
+    let (read, added) = done.as_ref().map(Finished::bytes).unwrap_or_default();
+    server
+        .metrics
+        .runs
+        .get_or_create(&outcome(&s.name, job, result))
+        .inc();
+    server
+        .metrics
+        .bytes_read
+        .get_or_create(&labels)
+        .inc_by(read);
+    server
+        .metrics
+        .bytes_added
+        .get_or_create(&labels)
+        .inc_by(added);
+    let succeeded = matches!(result, Outcome::Succeeded | Outcome::Partial);
+    if succeeded {
+        server
+            .metrics
+            .last_success
+            .get_or_create(&labels)
+            .set(seconds(finished));
+    }
+    let record = RunRecord {
+        id: run_id(),
+        schedule: s.name.clone(),
+        job: job.to_string(),
+        outcome: result,
+        scheduled_for,
+        started,
+        finished: Some(finished),
+        reason,
+        exit_code: done.as_ref().and_then(|f| f.exit_code),
+        snapshot_id: done.as_ref().and_then(Finished::snapshot_id),
+        count: None,
+    };
+    server.update(&s.name, |st| {
+        *st.counts.entry(result.name().into()).or_default() += 1;
+        *st.counts.entry("bytes_read".into()).or_default() += read;
+        *st.counts.entry("bytes_added".into()).or_default() += added;
+        if succeeded {
+            st.last_success = Some(finished);
+        }
+        st.last_run = Some(record.clone());
+    });
+    server.record(&record);
+    if succeeded && !server.stopping() {
+        if let Some(r) = &s.retention {
+            retention(server, s, r).await;
+        }
+    }
+    result
+}
+
+fn verdict(f: &Finished) -> Outcome {
+    match (f.stopped, f.exit_code) {
+        // Finished cleanly on the SIGTERM (a capture writes its last segment).
+        (Some(Stop::Shutdown), Some(0)) => Outcome::Succeeded,
+        (Some(_), _) => Outcome::Failed,
+        (None, Some(0)) => Outcome::Succeeded,
+        (None, Some(3)) => Outcome::Partial,
+        _ => Outcome::Failed,
+    }
+}
+
+fn reason_of(f: &Finished) -> Option<String> {
+    match verdict(f) {
+        Outcome::Succeeded => None,
+        Outcome::Partial => Some("saved, but incomplete: see the snapshot's warnings".into()),
+        _ => Some(f.error()),
+    }
+}
+
+/// `forget` by the schedule's retention, recorded as a run of job `forget`.
+async fn retention(server: &Server, s: &Schedule, r: &super::config::Retention) {
+    let started = Timestamp::now();
+    let ran = server
+        .runner
+        .run(
+            &s.repository,
+            &s.job.forget_argv(r),
+            s.timeout,
+            server.stop.clone(),
+        )
+        .await;
+    let (result, reason, code) = match &ran {
+        Ok(f) if verdict(f) == Outcome::Succeeded => (Outcome::Succeeded, None, f.exit_code),
+        Ok(f) => (Outcome::Failed, Some(f.error()), f.exit_code),
+        Err(e) => (Outcome::Failed, Some(e.to_string()), None),
+    };
+    server
+        .metrics
+        .runs
+        .get_or_create(&outcome(&s.name, "forget", result))
+        .inc();
+    server.update(&s.name, |st| {
+        *st.counts
+            .entry(format!("forget:{}", result.name()))
+            .or_default() += 1;
+    });
+    server.record(&RunRecord {
+        id: run_id(),
+        schedule: s.name.clone(),
+        job: "forget".into(),
+        outcome: result,
+        scheduled_for: None,
+        started,
+        finished: Some(Timestamp::now()),
+        reason,
+        exit_code: code,
+        snapshot_id: None,
+        count: None,
+    });
+}
+
+/// The backoff after a capture's `n`th end in a row: 1 s doubling, at most 5 min.
+fn backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.min(8)).min(Duration::from_secs(300))
+}
+
+/// A capture that ran this long is healthy again: the backoff starts over.
+const HEALTHY: Duration = Duration::from_secs(600);
+
+async fn keep_running(server: Arc<Server>, s: Schedule) {
+    let labels = sched(&s);
+    let mut failures = 0;
+    while !server.stopping() {
+        let started = std::time::Instant::now();
+        server.metrics.capture_up.get_or_create(&labels).set(1);
+        let result = one_run(&server, &s, None).await;
+        server.metrics.capture_up.get_or_create(&labels).set(0);
+        if server.stopping() {
+            break;
+        }
+        if started.elapsed() >= HEALTHY {
+            failures = 0;
+        }
+        let wait = backoff(failures);
+        failures += 1;
+        server.metrics.capture_restarts.get_or_create(&labels).inc();
+        server.update(&s.name, |st| {
+            *st.counts.entry("restarts".into()).or_default() += 1
+        });
+        tracing::warn!(
+            "schedule {}: the capture ended ({}); starting it again in {wait:?}",
+            s.name,
+            result.name()
+        );
+        if !sleep_until(&server, Timestamp::now() + wait).await {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(40), Duration::from_secs(256));
+    }
+
+    #[test]
+    fn exit_codes_are_outcomes() {
+        let f = |code, stopped| Finished {
+            exit_code: code,
+            stopped,
+            ..Default::default()
+        };
+        assert_eq!(verdict(&f(Some(0), None)), Outcome::Succeeded);
+        assert_eq!(verdict(&f(Some(3), None)), Outcome::Partial);
+        assert_eq!(verdict(&f(Some(1), None)), Outcome::Failed);
+        assert_eq!(verdict(&f(None, None)), Outcome::Failed);
+        assert_eq!(verdict(&f(Some(0), Some(Stop::Timeout))), Outcome::Failed);
+        assert_eq!(
+            verdict(&f(Some(0), Some(Stop::Shutdown))),
+            Outcome::Succeeded
+        );
+        assert_eq!(verdict(&f(Some(1), Some(Stop::Shutdown))), Outcome::Failed);
+    }
+}

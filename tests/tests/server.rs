@@ -1,0 +1,584 @@
+//! `ballast server`: the configuration check, schedules that run real jobs into a
+//! real repository, overlaps and timeouts, missed runs caught up once after a
+//! restart, metrics that exist from the start and hold across a restart, SIGTERM,
+//! and the shipped alert rules and dashboard (promtool, and every metric they name
+//! in a real scrape).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ballast_tests::{ballast_bin, Env, PASSWORD};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET over HTTP/1.0: the status and the body.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// The value of one series in a scrape (`name{labels}` exactly as exposed).
+fn value(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A series with its labels in the exposition's order.
+fn series(name: &str, labels: &[(&str, &str)]) -> String {
+    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{name}{{{}}}", l.join(","))
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    state: PathBuf,
+}
+
+impl Server {
+    fn start(env: &Env, config: &str, state: &Path, port: u16) -> Server {
+        let file = env.path(&format!("server-{port}.yaml"));
+        std::fs::write(&file, config).unwrap();
+        let child = Command::new(ballast_bin())
+            .args(["server", "--config"])
+            .arg(&file)
+            .env_remove("BALLAST_REPO")
+            .env_remove("BALLAST_PASSWORD")
+            .env("RUST_LOG", "ballast=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(env.path(&format!("server-{port}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let s = Server {
+            child,
+            port,
+            state: state.to_path_buf(),
+        };
+        s.wait_for("the server to listen", |_| true);
+        s
+    }
+
+    fn scrape(&self) -> Option<String> {
+        match get(self.port, "/metrics")? {
+            (200, body) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Scrapes until `done` holds (at most two minutes: a wait, not a timing).
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.scrape() {
+                if done(&s) {
+                    return s;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "waited two minutes for {what}; last scrape:\n{}",
+                self.scrape().unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.state.join("runs.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// SIGTERM, and the exit code.
+    fn stop(&mut self) -> i32 {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the server did not stop within a minute of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup() -> (Env, PathBuf, PathBuf) {
+    let env = Env::init_local();
+    let password = env.path("password");
+    std::fs::write(&password, PASSWORD).unwrap();
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "hello").unwrap();
+    (env, password, data)
+}
+
+fn header(env: &Env, password: &Path, state: &Path, port: u16) -> String {
+    format!(
+        "state_dir: {}\nlisten: 127.0.0.1:{port}\nshutdown_grace: 10s\nprobe_interval: 2s\n\
+         repositories:\n  main:\n    location: {}\n    password_file: {}\n",
+        state.display(),
+        env.repo,
+        password.display()
+    )
+}
+
+fn tagged(env: &Env, schedule: &str) -> Vec<Value> {
+    env.json(&["snapshots", "--tag", &format!("schedule={schedule}")])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn check_config_accepts_the_shipped_file_and_names_every_mistake() {
+    let env = Env::local();
+    let shipped = root().join("host/deploy/kubernetes/server.yaml");
+    let out = env
+        .run(&[
+            "server",
+            "--check-config",
+            "--json",
+            "--config",
+            shipped.to_str().unwrap(),
+        ])
+        .ok();
+    let v = out.json();
+    assert_eq!(v["valid"], true);
+    let names: Vec<&str> = v["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["check", "cluster-objects", "etcd", "prune"]);
+    let etcd = &v["schedules"][2];
+    assert!(etcd["next_run"].is_string(), "{etcd}");
+    assert_eq!(etcd["expected_interval_seconds"], 3600);
+    assert!(etcd["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "schedule=etcd"));
+
+    let bad = env.path("bad.yaml");
+    std::fs::write(
+        &bad,
+        "repositories:\n  main: {location: /srv, password_file: /p}\n\
+         schedules:\n  a: {job: path, cron: \"@daily\", repository: main, args: [/data, --no-such-flag]}\n  \
+         b: {job: path, cron: \"0 25 * * *\", repository: main, args: [/data]}\n  \
+         c: {job: tape, cron: \"@daily\", repository: main}\n",
+    )
+    .unwrap();
+    let out = env
+        .run(&[
+            "server",
+            "--check-config",
+            "--config",
+            bad.to_str().unwrap(),
+        ])
+        .expect_code(2);
+    assert!(out.stderr.contains("3 mistake(s)"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("schedule `a`: args: unexpected argument '--no-such-flag'"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("schedule `b`: cron `0 25 * * *`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("no job `tape`"), "{}", out.stderr);
+}
+
+/// A TCP port that accepts and never answers: an etcd snapshot against it waits
+/// until it is stopped.
+fn blackhole() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+#[test]
+fn schedules_run_skip_overlaps_stop_on_timeout_and_keep_their_retention() {
+    let (env, password, data) = setup();
+    let state = env.path("state");
+    let port = free_port();
+    let (_hole, hole) = blackhole();
+    let config = format!(
+        "{}schedules:\n  files:\n    job: path\n    cron: \"*/2 * * * * *\"\n    repository: main\n    \
+         args: [{}]\n    retention: {{keep_last: 2}}\n  \
+         slow:\n    job: etcd-snapshot\n    cron: \"* * * * * *\"\n    repository: main\n    \
+         args: [--endpoints, \"127.0.0.1:{hole}\"]\n    timeout: 3s\n",
+        header(&env, &password, &state, port),
+        data.display()
+    );
+    let mut server = Server::start(&env, &config, &state, port);
+    let files = |o: &str| {
+        series(
+            "ballast_schedule_runs_total",
+            &[("schedule", "files"), ("job", "path"), ("outcome", o)],
+        )
+    };
+    let slow = |o: &str| {
+        series(
+            "ballast_schedule_runs_total",
+            &[
+                ("schedule", "slow"),
+                ("job", "etcd-snapshot"),
+                ("outcome", o),
+            ],
+        )
+    };
+    let overlap = series(
+        "ballast_schedule_skipped_runs_total",
+        &[
+            ("schedule", "slow"),
+            ("job", "etcd-snapshot"),
+            ("reason", "overlap"),
+        ],
+    );
+    // Every series exists from the start.
+    let first = server.scrape().unwrap();
+    for s in [files("failed"), files("partial"), slow("succeeded")] {
+        assert!(value(&first, &s).is_some(), "{s} missing from\n{first}");
+    }
+    let expected = series(
+        "ballast_schedule_expected_interval_seconds",
+        &[("schedule", "files"), ("job", "path")],
+    );
+    assert_eq!(value(&first, &expected), Some(2.0));
+
+    let done = server.wait_for("four backups, a timed-out run and an overlap", |s| {
+        value(s, &files("succeeded")).unwrap_or(0.0) >= 4.0
+            && value(s, &slow("failed")).unwrap_or(0.0) >= 1.0
+            && value(s, &overlap).unwrap_or(0.0) >= 1.0
+    });
+    assert_eq!(value(&done, &files("failed")), Some(0.0), "{done}");
+    let last_success = series(
+        "ballast_schedule_last_success_timestamp_seconds",
+        &[("schedule", "files"), ("job", "path")],
+    );
+    assert!(value(&done, &last_success).unwrap() > 1.7e9);
+    let (code, api) = get(port, "/api/schedules").unwrap();
+    assert_eq!(code, 200);
+    let api: Value = serde_json::from_str(&api).unwrap();
+    assert!(api["schedules"][0]["next_run"].is_string(), "{api}");
+    assert_eq!(server.stop(), 0);
+
+    let records = server.records();
+    assert!(records.iter().any(|r| r["schedule"] == "slow"
+        && r["outcome"] == "failed"
+        && r["reason"].as_str().unwrap().contains("timeout")));
+    assert!(records.iter().any(|r| r["schedule"] == "slow"
+        && r["outcome"] == "skipped"
+        && r["reason"].as_str().unwrap().contains("still running")));
+    let backed_up: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["schedule"] == "files" && r["job"] == "path" && r["outcome"] == "succeeded")
+        .collect();
+    assert!(backed_up.len() >= 4);
+    assert!(backed_up.iter().all(|r| r["snapshot_id"].is_string()));
+    // Retention kept two after each success (a third when the stop came between
+    // a backup and its forget).
+    let kept = tagged(&env, "files");
+    assert!((2..=3).contains(&kept.len()), "{kept:?}");
+    assert!(records
+        .iter()
+        .any(|r| r["job"] == "forget" && r["outcome"] == "succeeded"));
+}
+
+#[test]
+fn a_restart_records_missed_runs_catches_up_once_and_keeps_the_newest_success() {
+    let (env, password, data) = setup();
+    let state = env.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // The server was last running five hours ago, on the hour.
+    let now = jiff::Timestamp::now();
+    let hour = now.as_second() - now.as_second().rem_euclid(3600);
+    let handled = jiff::Timestamp::from_second(hour - 5 * 3600).unwrap();
+    let success = jiff::Timestamp::from_second(hour - 5 * 3600 - 60).unwrap();
+    std::fs::write(
+        state.join("state.json"),
+        serde_json::json!({"schedules": {"hourly": {
+            "handled_until": handled, "last_success": success, "counts": {"succeeded": 7}}}})
+        .to_string(),
+    )
+    .unwrap();
+    // A backup made by hand with another schedule's tag: the repository says when
+    // that schedule last succeeded, though the state file never saw it.
+    env.run(&[
+        "backup",
+        "path",
+        data.to_str().unwrap(),
+        "--tag",
+        "schedule=yearly",
+    ])
+    .ok();
+    let by_hand = tagged(&env, "yearly")[0]["snapshot"]["time"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap();
+    let port = free_port();
+    let config = format!(
+        "{}schedules:\n  hourly:\n    job: path\n    cron: \"0 * * * *\"\n    repository: main\n    args: [{d}]\n  \
+         yearly:\n    job: path\n    cron: \"0 0 1 1 *\"\n    repository: main\n    args: [{d}]\n",
+        header(&env, &password, &state, port),
+        d = data.display()
+    );
+    let mut server = Server::start(&env, &config, &state, port);
+    let hourly = |name: &str| series(name, &[("schedule", "hourly"), ("job", "path")]);
+    let runs = series(
+        "ballast_schedule_runs_total",
+        &[
+            ("schedule", "hourly"),
+            ("job", "path"),
+            ("outcome", "succeeded"),
+        ],
+    );
+    // The remembered success and count hold from the first scrape on.
+    let first = server.scrape().unwrap();
+    assert!(value(&first, &runs).unwrap() >= 7.0, "{first}");
+    assert!(
+        value(
+            &first,
+            &hourly("ballast_schedule_last_success_timestamp_seconds")
+        )
+        .unwrap()
+            >= success.as_second() as f64
+    );
+    let done = server.wait_for("the catch-up run and the repository probe", |s| {
+        value(s, &runs) == Some(8.0)
+            && value(
+                s,
+                &series(
+                    "ballast_schedule_last_success_timestamp_seconds",
+                    &[("schedule", "yearly"), ("job", "path")],
+                ),
+            )
+            .unwrap_or(0.0)
+                > 0.0
+    });
+    let records = server.records();
+    let missed: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["outcome"] == "missed")
+        .collect();
+    assert_eq!(missed.len(), 1, "{records:?}");
+    // Every hour in (handled, the time the server looked] but the newest was missed.
+    let looked = missed[0]["started"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap();
+    let due = (looked.as_second() - handled.as_second()) / 3600;
+    assert_eq!(missed[0]["count"], due - 1);
+    assert_eq!(
+        value(&done, &hourly("ballast_schedule_missed_runs_total")),
+        Some((due - 1) as f64)
+    );
+    // One catch-up run, not one per missed hour.
+    let caught_up = records
+        .iter()
+        .filter(|r| r["schedule"] == "hourly" && r["outcome"] == "succeeded")
+        .count();
+    assert_eq!(caught_up, 1);
+    let yearly = value(
+        &done,
+        &series(
+            "ballast_schedule_last_success_timestamp_seconds",
+            &[("schedule", "yearly"), ("job", "path")],
+        ),
+    )
+    .unwrap();
+    assert_eq!(yearly as i64, by_hand.as_second());
+    assert_eq!(server.stop(), 0);
+
+    // Started again at once: nothing more is due, nothing is missed again.
+    let mut server = Server::start(&env, &config, &state, port);
+    std::thread::sleep(Duration::from_secs(1));
+    let again = server.scrape().unwrap();
+    assert_eq!(value(&again, &runs), Some(8.0));
+    assert_eq!(
+        value(&again, &hourly("ballast_schedule_missed_runs_total")),
+        Some((due - 1) as f64)
+    );
+    assert_eq!(server.stop(), 0);
+}
+
+/// The metric names an expression reads (identifiers followed by `{`, `[`, or
+/// standing alone, less PromQL's functions and keywords).
+fn metric_names(expr: &str) -> Vec<String> {
+    const NOT_METRICS: [&str; 14] = [
+        "increase",
+        "time",
+        "sum",
+        "by",
+        "or",
+        "and",
+        "on",
+        "max",
+        "rate",
+        "humanizeDuration",
+        "value",
+        "labels",
+        "without",
+        "unless",
+    ];
+    let mut names = Vec::new();
+    let mut cur = String::new();
+    let mut in_braces = false;
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        if c == '{' {
+            in_braces = true;
+        }
+        if in_braces {
+            if c == '}' {
+                in_braces = false;
+            }
+            if !cur.is_empty() {
+                names.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            cur.push(c);
+        } else if !cur.is_empty() {
+            names.push(std::mem::take(&mut cur));
+        }
+    }
+    names
+        .into_iter()
+        .filter(|n| {
+            n.starts_with("ballast_") || (!NOT_METRICS.contains(&n.as_str()) && n.contains('_'))
+        })
+        .collect()
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_every_metric_they_read_is_served() {
+    let deploy = root().join("host/deploy");
+    for args in [
+        vec!["check", "rules", "ballast.rules.yaml"],
+        vec!["test", "rules", "ballast.rules.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(deploy.join("prometheus"))
+            .output()
+            .expect("promtool (Debian's prometheus package; .ci/install installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The PrometheusRule holds the same groups as the rules file.
+    let rules: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(deploy.join("prometheus/ballast.rules.yaml")).unwrap(),
+    )
+    .unwrap();
+    let cr: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(deploy.join("kubernetes/prometheusrule.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cr["spec"]["groups"], rules["groups"]);
+
+    // Every metric a rule or a dashboard panel reads is in a real scrape.
+    let mut exprs: Vec<String> = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap().to_string())
+        .collect();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy.join("grafana/ballast-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    let (env, password, data) = setup();
+    let state = env.path("state");
+    let port = free_port();
+    let config = format!(
+        "{}schedules:\n  files:\n    job: path\n    cron: \"@daily\"\n    repository: main\n    args: [{}]\n  \
+         capture:\n    job: etcd-capture\n    repository: main\n    args: [--endpoints, \"127.0.0.1:1\"]\n",
+        header(&env, &password, &state, port),
+        data.display()
+    );
+    let mut server = Server::start(&env, &config, &state, port);
+    let scrape = server.wait_for("the repository probe", |s| {
+        value(s, "ballast_repository_up{repository=\"main\"}") == Some(1.0)
+    });
+    let served: std::collections::HashSet<String> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    let mut read = 0;
+    for e in &exprs {
+        for name in metric_names(e) {
+            read += 1;
+            assert!(
+                served.contains(&name),
+                "`{name}` (in `{e}`) is not served:\n{scrape}"
+            );
+        }
+    }
+    assert!(
+        read >= 15,
+        "only {read} metric names found in the rules and dashboard"
+    );
+    assert_eq!(server.stop(), 0);
+}
