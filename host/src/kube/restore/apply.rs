@@ -351,13 +351,17 @@ impl Sender<'_> {
         what: &str,
     ) -> Result<Value, KubeError> {
         let sole = sole_manager(body);
-        let query = match (self.dry_run, sole) {
-            (true, _) => "?dryRun=All".to_string(),
-            (false, Some(m)) => format!(
-                "?fieldManager={}",
-                url::form_urlencoded::byte_serialize(m.as_bytes()).collect::<String>()
-            ),
-            (false, None) => String::new(),
+        // The dry run sends the manager too: a name the server refuses is found then.
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if self.dry_run {
+            query.append_pair("dryRun", "All");
+        }
+        if let Some(m) = sole {
+            query.append_pair("fieldManager", m);
+        }
+        let query = match query.finish() {
+            q if q.is_empty() => q,
+            q => format!("?{q}"),
         };
         let created = self
             .target
@@ -427,7 +431,9 @@ impl Sender<'_> {
         if !self.dry_run && labels[RESTORE_LABEL].as_str() == Some(self.restore_id.as_str()) {
             // This restore made it: a create sent again after a broken connection.
             self.record_uid(uid, &live);
-            self.restore_managers(path, &body, what).await;
+            if sole_manager(&body).is_none() {
+                self.restore_managers(path, &body, what).await;
+            }
             return Ok((Outcome::Created, None, Vec::new()));
         }
         let rv = live["metadata"]["resourceVersion"].clone();
