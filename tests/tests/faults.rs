@@ -352,3 +352,50 @@ fn a_missing_pack_leaves_other_files_restored_and_names_the_rest() {
         check.stdout
     );
 }
+
+#[test]
+fn a_sampled_read_finds_a_flipped_byte_in_the_part_that_holds_it() {
+    let env = Env::init_local();
+    let src = env.path("src");
+    trees::sample(&src);
+    env.backup(&src, &[]);
+    let packs = env.objects("data").len();
+    let pack = largest(env.objects("data"));
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    // Parts 1/3 to 3/3 read every pack exactly once between them, and the one that
+    // holds the damaged pack says so.
+    let mut read = 0;
+    let mut found = 0;
+    for n in 1..=3 {
+        let part = format!("{n}/3");
+        let out = env.run(&["repo", "check", "--read-data-subset", &part, "--json"]);
+        let v = out.json();
+        read += v["packs_read"].as_u64().unwrap();
+        match out.code {
+            0 => assert!(v["problems"].as_array().unwrap().is_empty()),
+            12 => {
+                found += 1;
+                assert!(out.stdout.contains(&name(&pack)), "{}", out.stdout);
+            }
+            c => panic!("exit {c}: {}", out.stderr),
+        }
+    }
+    assert_eq!(read as usize, packs);
+    assert_eq!(found, 1);
+    let all = env
+        .run(&["repo", "check", "--read-data-subset", "100%", "--json"])
+        .expect_code(12);
+    assert_eq!(all.json()["packs_read"].as_u64().unwrap() as usize, packs);
+    // A share of a handful of packs is still one pack (the damaged one, or not).
+    let some = env.run(&["repo", "check", "--read-data-subset", "1%", "--json"]);
+    assert!([0, 12].contains(&some.code), "{}", some.stderr);
+    assert_eq!(some.json()["packs_read"], 1);
+    let out = env
+        .run(&["repo", "check", "--read-data-subset", "0%"])
+        .expect_code(2);
+    assert!(out.stderr.contains("more than 0%"), "{}", out.stderr);
+}

@@ -97,7 +97,10 @@ pub fn run(_g: &GlobalArgs, a: DemoArgs) -> Result<i32> {
 
     let report = check::check(
         &repo,
-        &CheckOptions { read_data: true },
+        &CheckOptions {
+            read_data: true,
+            subset: None,
+        },
         &Default::default(),
     )?;
     if !report.ok() {

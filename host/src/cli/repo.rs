@@ -48,6 +48,10 @@ pub struct CheckArgs {
     /// Also read every pack and verify every blob (decrypt and hash)
     #[arg(long)]
     read_data: bool,
+    /// Read only some packs: a random share (`5%`) or a part (`1/10`: runs 1/10 to
+    /// 10/10 read every pack once between them)
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data", value_parser = clap::value_parser!(crate::repo::check::Subset))]
+    read_data_subset: Option<crate::repo::check::Subset>,
 }
 
 #[derive(Args)]
@@ -145,16 +149,14 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
     let repo = g.open()?;
     let progress = check::Progress::default();
     let report = std::thread::scope(|s| {
-        let bar = output::bar(
-            g.progress() && a.read_data,
-            None,
-            "{spinner} reading packs {msg}",
-        );
+        let reads = a.read_data || a.read_data_subset.is_some();
+        let bar = output::bar(g.progress() && reads, None, "{spinner} reading packs {msg}");
         let work = s.spawn(|| {
             check::check(
                 &repo,
                 &CheckOptions {
                     read_data: a.read_data,
+                    subset: a.read_data_subset,
                 },
                 &progress,
             )
@@ -179,8 +181,12 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
             report.packs,
             report.index_files,
             report.blobs,
-            if a.read_data {
-                format!(", {} read and verified", bytes(report.bytes_read))
+            if a.read_data || a.read_data_subset.is_some() {
+                format!(
+                    ", {} packs ({}) read and verified",
+                    report.packs_read,
+                    bytes(report.bytes_read)
+                )
             } else {
                 String::new()
             }

@@ -1,7 +1,7 @@
 //! `repo check`: structure (config, keys, index vs packs, every snapshot's trees and
 //! blobs reachable) and, with `read_data`, every byte (each pack hashed against its
-//! name, every blob decrypted and hashed against its id). Problems name the pack and
-//! the snapshots they affect.
+//! name, every blob decrypted and hashed against its id), or with a [`Subset`], the
+//! bytes of some packs. Problems name the pack and the snapshots they affect.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +19,62 @@ use super::{Repository, Result};
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
     pub read_data: bool,
+    /// Read only these packs' bytes (a scheduled check that covers the repository
+    /// over several runs).
+    pub subset: Option<Subset>,
+}
+
+/// Which packs a sampled read takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    /// `n/m`: the packs whose id's first byte is `n - 1` modulo `m`; the runs
+    /// `1/m` to `m/m` read every pack exactly once between them.
+    Part { n: u32, m: u32 },
+    /// `P%`: a random sample of that share of the packs (at least one), a new one
+    /// every run.
+    Percent(f64),
+}
+
+impl std::str::FromStr for Subset {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Subset, String> {
+        let bad = || format!("`{s}`: write a share of the packs as 5% or a part as 1/10");
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(format!("`{s}`: a share is more than 0% and at most 100%"));
+            }
+            return Ok(Subset::Percent(p));
+        }
+        let (n, m) = s.split_once('/').ok_or_else(bad)?;
+        let (n, m): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
+        if m == 0 || n == 0 || n > m {
+            return Err(format!("`{s}`: a part n/m needs 1 <= n <= m"));
+        }
+        Ok(Subset::Part { n, m })
+    }
+}
+
+impl Subset {
+    fn take(self, mut ids: Vec<PackId>) -> Vec<PackId> {
+        match self {
+            Subset::Part { n, m } => ids
+                .into_iter()
+                .filter(|id| u32::from(id.0[0]) % m == n - 1)
+                .collect(),
+            Subset::Percent(p) => {
+                use rand::seq::SliceRandom;
+                let want = ((ids.len() as f64 * p / 100.0).ceil() as usize).min(ids.len());
+                ids.shuffle(&mut rand::thread_rng());
+                ids.truncate(want.max(1));
+                ids
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +97,8 @@ pub struct CheckReport {
     pub packs: usize,
     pub index_files: usize,
     pub blobs: usize,
+    /// Packs whose bytes were read (all with `read_data`, some with a subset).
+    pub packs_read: usize,
     pub bytes_read: u64,
     /// Packs no index lists: left by an interrupted or running backup. Not an error:
     /// the next backup adopts them, or prune removes them.
@@ -162,8 +220,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &Progress) -> Res
     }
 
     // Every byte.
-    if opts.read_data {
-        let ids: Vec<PackId> = listed.keys().copied().collect();
+    if opts.read_data || opts.subset.is_some() {
+        let mut ids: Vec<PackId> = listed.keys().copied().collect();
+        ids.sort_by_key(|i| i.0);
+        if let Some(subset) = opts.subset {
+            ids = subset.take(ids);
+        }
+        report.packs_read = ids.len();
         progress
             .packs_total
             .store(ids.len() as u64, Ordering::Relaxed);
