@@ -210,7 +210,8 @@ fn check_config_accepts_the_shipped_file_and_names_every_mistake() {
         "repositories:\n  main: {location: /srv, password_file: /p}\n\
          schedules:\n  a: {job: path, cron: \"@daily\", repository: main, args: [/data, --no-such-flag]}\n  \
          b: {job: path, cron: \"0 25 * * *\", repository: main, args: [/data]}\n  \
-         c: {job: tape, cron: \"@daily\", repository: main}\n",
+         c: {job: tape, cron: \"@daily\", repository: main}\n  \
+         d: {job: path, cron: \"@daily\", repository: main, args: [/data], notify: [pager]}\n",
     )
     .unwrap();
     let out = env
@@ -221,7 +222,12 @@ fn check_config_accepts_the_shipped_file_and_names_every_mistake() {
             bad.to_str().unwrap(),
         ])
         .expect_code(2);
-    assert!(out.stderr.contains("3 mistake(s)"), "{}", out.stderr);
+    assert!(out.stderr.contains("4 mistake(s)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("notify names `pager`"),
+        "{}",
+        out.stderr
+    );
     assert!(
         out.stderr
             .contains("schedule `a`: args: unexpected argument '--no-such-flag'"),
@@ -262,7 +268,7 @@ fn schedules_run_skip_overlaps_stop_on_timeout_and_keep_their_retention() {
     let files = |o: &str| {
         series(
             "ballast_schedule_runs_total",
-            &[("schedule", "files"), ("job", "path"), ("outcome", o)],
+            &[("schedule", "files"), ("kind", "path"), ("outcome", o)],
         )
     };
     let slow = |o: &str| {
@@ -270,7 +276,7 @@ fn schedules_run_skip_overlaps_stop_on_timeout_and_keep_their_retention() {
             "ballast_schedule_runs_total",
             &[
                 ("schedule", "slow"),
-                ("job", "etcd-snapshot"),
+                ("kind", "etcd-snapshot"),
                 ("outcome", o),
             ],
         )
@@ -279,7 +285,7 @@ fn schedules_run_skip_overlaps_stop_on_timeout_and_keep_their_retention() {
         "ballast_schedule_skipped_runs_total",
         &[
             ("schedule", "slow"),
-            ("job", "etcd-snapshot"),
+            ("kind", "etcd-snapshot"),
             ("reason", "overlap"),
         ],
     );
@@ -290,7 +296,7 @@ fn schedules_run_skip_overlaps_stop_on_timeout_and_keep_their_retention() {
     }
     let expected = series(
         "ballast_schedule_expected_interval_seconds",
-        &[("schedule", "files"), ("job", "path")],
+        &[("schedule", "files"), ("kind", "path")],
     );
     assert_eq!(value(&first, &expected), Some(2.0));
 
@@ -302,7 +308,7 @@ fn schedules_run_skip_overlaps_stop_on_timeout_and_keep_their_retention() {
     assert_eq!(value(&done, &files("failed")), Some(0.0), "{done}");
     let last_success = series(
         "ballast_schedule_last_success_timestamp_seconds",
-        &[("schedule", "files"), ("job", "path")],
+        &[("schedule", "files"), ("kind", "path")],
     );
     assert!(value(&done, &last_success).unwrap() > 1.7e9);
     let (code, api) = get(port, "/api/schedules").unwrap();
@@ -373,12 +379,12 @@ fn a_restart_records_missed_runs_catches_up_once_and_keeps_the_newest_success() 
         d = data.display()
     );
     let mut server = Server::start(&env, &config, &state, port);
-    let hourly = |name: &str| series(name, &[("schedule", "hourly"), ("job", "path")]);
+    let hourly = |name: &str| series(name, &[("schedule", "hourly"), ("kind", "path")]);
     let runs = series(
         "ballast_schedule_runs_total",
         &[
             ("schedule", "hourly"),
-            ("job", "path"),
+            ("kind", "path"),
             ("outcome", "succeeded"),
         ],
     );
@@ -399,7 +405,7 @@ fn a_restart_records_missed_runs_catches_up_once_and_keeps_the_newest_success() 
                 s,
                 &series(
                     "ballast_schedule_last_success_timestamp_seconds",
-                    &[("schedule", "yearly"), ("job", "path")],
+                    &[("schedule", "yearly"), ("kind", "path")],
                 ),
             )
             .unwrap_or(0.0)
@@ -433,44 +439,53 @@ fn a_restart_records_missed_runs_catches_up_once_and_keeps_the_newest_success() 
         &done,
         &series(
             "ballast_schedule_last_success_timestamp_seconds",
-            &[("schedule", "yearly"), ("job", "path")],
+            &[("schedule", "yearly"), ("kind", "path")],
         ),
     )
     .unwrap();
     assert_eq!(yearly as i64, by_hand.as_second());
     assert_eq!(server.stop(), 0);
 
-    // Started again at once: nothing more is due, nothing is missed again.
+    // Started again at once: nothing more is due, nothing is missed again, no run
+    // starts (its attempt time stays that of the catch-up run).
+    let attempt = value(
+        &done,
+        &hourly("ballast_schedule_last_attempt_timestamp_seconds"),
+    )
+    .unwrap();
+    let records_before = server.records().len();
     let mut server = Server::start(&env, &config, &state, port);
-    std::thread::sleep(Duration::from_secs(1));
-    let again = server.scrape().unwrap();
+    let again = server.wait_for("a probe of the repository", |s| {
+        value(
+            s,
+            "ballast_repository_last_probe_timestamp_seconds{repository=\"main\"}",
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    });
     assert_eq!(value(&again, &runs), Some(8.0));
+    assert_eq!(
+        value(&again, &hourly("ballast_schedule_running")),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &again,
+            &hourly("ballast_schedule_last_attempt_timestamp_seconds")
+        ),
+        Some(attempt)
+    );
     assert_eq!(
         value(&again, &hourly("ballast_schedule_missed_runs_total")),
         Some((due - 1) as f64)
     );
     assert_eq!(server.stop(), 0);
+    assert_eq!(server.records().len(), records_before);
 }
 
-/// The metric names an expression reads (identifiers followed by `{`, `[`, or
-/// standing alone, less PromQL's functions and keywords).
+/// The metric names an expression reads (every name is ballast's own: the
+/// identifiers that start with `ballast_`, outside label matchers).
 fn metric_names(expr: &str) -> Vec<String> {
-    const NOT_METRICS: [&str; 14] = [
-        "increase",
-        "time",
-        "sum",
-        "by",
-        "or",
-        "and",
-        "on",
-        "max",
-        "rate",
-        "humanizeDuration",
-        "value",
-        "labels",
-        "without",
-        "unless",
-    ];
     let mut names = Vec::new();
     let mut cur = String::new();
     let mut in_braces = false;
@@ -495,9 +510,7 @@ fn metric_names(expr: &str) -> Vec<String> {
     }
     names
         .into_iter()
-        .filter(|n| {
-            n.starts_with("ballast_") || (!NOT_METRICS.contains(&n.as_str()) && n.contains('_'))
-        })
+        .filter(|n| n.starts_with("ballast_"))
         .collect()
 }
 
@@ -552,7 +565,8 @@ fn alert_rules_pass_promtool_and_every_metric_they_read_is_served() {
     let port = free_port();
     let config = format!(
         "{}schedules:\n  files:\n    job: path\n    cron: \"@daily\"\n    repository: main\n    args: [{}]\n  \
-         capture:\n    job: etcd-capture\n    repository: main\n    args: [--endpoints, \"127.0.0.1:1\"]\n",
+         capture:\n    job: etcd-capture\n    repository: main\n    args: [--endpoints, \"127.0.0.1:1\"]\n\
+         notifications:\n  hook:\n    webhook: {{url: \"http://127.0.0.1:1/\"}}\n",
         header(&env, &password, &state, port),
         data.display()
     );
@@ -581,4 +595,242 @@ fn alert_rules_pass_promtool_and_every_metric_they_read_is_served() {
         "only {read} metric names found in the rules and dashboard"
     );
     assert_eq!(server.stop(), 0);
+}
+
+/// A loopback HTTP receiver: every request's path and JSON body; `/flaky` answers
+/// 500 to its first request.
+struct Receiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            let mut flaky_seen = false;
+            for stream in l.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then Content-Length bytes of body.
+                let (head, body) = loop {
+                    let n = s.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break (String::new(), Vec::new());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        let mut body = buf[i + 4..].to_vec();
+                        while body.len() < len {
+                            let n = s.read(&mut chunk).unwrap_or(0);
+                            if n == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..n]);
+                        }
+                        break (head, body);
+                    }
+                };
+                let path = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let status = if path == "/flaky" && !flaky_seen {
+                    flaky_seen = true;
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                if status.starts_with("200") {
+                    let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    g.lock().unwrap().push((path, v));
+                }
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { port, got }
+    }
+
+    fn bodies(&self, path: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+#[test]
+fn notifications_reach_every_sink_are_retried_and_never_hold_up_a_backup() {
+    let (env, password, data) = setup();
+    let state = env.path("state");
+    let port = free_port();
+    let rx = Receiver::start();
+    let slack_url = env.path("slack-url");
+    std::fs::write(&slack_url, format!("http://127.0.0.1:{}/slack", rx.port)).unwrap();
+    let key = env.path("pd-key");
+    std::fs::write(&key, "R0UTING-KEY-SECRET").unwrap();
+    let (_hole, hole) = blackhole();
+    let config = format!(
+        "{}notifications:\n  chat:\n    slack: {{webhook_url_file: {}}}\n  \
+         pager:\n    pagerduty: {{routing_key_file: {}, url: \"http://127.0.0.1:{p}/pd\"}}\n  \
+         hook:\n    webhook: {{url: \"http://127.0.0.1:{p}/flaky\"}}\n    on: [failed, succeeded]\n  \
+         dead:\n    webhook: {{url: \"http://127.0.0.1:1/\"}}\n    on: [succeeded]\n\
+         schedules:\n  files:\n    job: path\n    cron: \"*/2 * * * * *\"\n    repository: main\n    \
+         args: [{}]\n    notify: [hook, dead]\n  \
+         broken:\n    job: etcd-snapshot\n    cron: \"*/3 * * * * *\"\n    repository: main\n    \
+         args: [--endpoints, \"127.0.0.1:{hole}\"]\n    timeout: 1s\n    notify: [chat, pager, hook]\n",
+        header(&env, &password, &state, port),
+        slack_url.display(),
+        key.display(),
+        data.display(),
+        p = rx.port,
+    );
+    let mut server = Server::start(&env, &config, &state, port);
+    let dead = "ballast_notification_failures_total{sink=\"dead\"}";
+    assert_eq!(value(&server.scrape().unwrap(), dead), Some(0.0));
+    let files_ok = series(
+        "ballast_schedule_runs_total",
+        &[
+            ("schedule", "files"),
+            ("kind", "path"),
+            ("outcome", "succeeded"),
+        ],
+    );
+    // The dead sink retries for 15 s per message; backups go on meanwhile.
+    let done = server.wait_for("every sink told, and the dead one given up on", |s| {
+        value(s, dead).unwrap_or(0.0) >= 1.0
+            && !rx.bodies("/slack").is_empty()
+            && !rx.bodies("/pd").is_empty()
+            && rx
+                .bodies("/flaky")
+                .iter()
+                .any(|b| b["phase"] == "succeeded")
+            && rx.bodies("/flaky").iter().any(|b| b["phase"] == "failed")
+    });
+    assert!(
+        value(&done, &files_ok).unwrap() >= 5.0,
+        "backups waited for a sink:\n{done}"
+    );
+    assert!(value(&done, "ballast_notifications_sent_total{sink=\"hook\"}").unwrap() >= 2.0);
+    assert_eq!(server.stop(), 0);
+
+    let slack = &rx.bodies("/slack")[0];
+    assert!(
+        slack["text"]
+            .as_str()
+            .unwrap()
+            .contains("schedule broken (etcd-snapshot) failed"),
+        "{slack}"
+    );
+    let pd = &rx.bodies("/pd")[0];
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["routing_key"], "R0UTING-KEY-SECRET");
+    assert_eq!(pd["payload"]["component"], "broken");
+    // The webhook's body: the documented fields.
+    let failed = rx
+        .bodies("/flaky")
+        .into_iter()
+        .find(|b| b["phase"] == "failed")
+        .unwrap();
+    for field in [
+        "version", "server", "schedule", "job", "run_id", "phase", "error", "started", "next_run",
+    ] {
+        assert!(!failed[field].is_null(), "{field} missing from {failed}");
+    }
+    assert_eq!(failed["version"], 1);
+    assert!(
+        failed["error"].as_str().unwrap().contains("timeout"),
+        "{failed}"
+    );
+    // Secrets stay out of the log.
+    let log = std::fs::read_to_string(env.path(&format!("server-{port}.log"))).unwrap();
+    assert!(log.contains("notification sink dead"), "{log}");
+    assert!(
+        !log.contains("R0UTING-KEY-SECRET") && !log.contains("/slack"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_run_the_server_died_in_is_recorded_as_interrupted_and_sigterm_stops_a_run() {
+    let (env, password, _data) = setup();
+    let state = env.path("state");
+    let port = free_port();
+    let (_hole, hole) = blackhole();
+    let config = format!(
+        "{}schedules:\n  slow:\n    job: etcd-snapshot\n    cron: \"*/2 * * * * *\"\n    repository: main\n    \
+         args: [--endpoints, \"127.0.0.1:{hole}\"]\n",
+        header(&env, &password, &state, port),
+    );
+    let running = series(
+        "ballast_schedule_running",
+        &[("schedule", "slow"), ("kind", "etcd-snapshot")],
+    );
+    let failed = series(
+        "ballast_schedule_runs_total",
+        &[
+            ("schedule", "slow"),
+            ("kind", "etcd-snapshot"),
+            ("outcome", "failed"),
+        ],
+    );
+    let mut server = Server::start(&env, &config, &state, port);
+    server.wait_for("a run", |s| value(s, &running) == Some(1.0));
+    // The server dies with the run in progress (its job is left to the blackhole,
+    // which lets it go when this test ends).
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert!(server.records().is_empty());
+
+    let mut server = Server::start(&env, &config, &state, port);
+    let first = server.scrape().unwrap();
+    assert_eq!(value(&first, &failed), Some(1.0), "{first}");
+    let interrupted: Vec<Value> = server
+        .records()
+        .into_iter()
+        .filter(|r| r["outcome"] == "failed")
+        .collect();
+    assert_eq!(interrupted.len(), 1);
+    assert!(interrupted[0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("interrupted"));
+    assert!(interrupted[0]["scheduled_for"].is_string());
+
+    // SIGTERM with a run in progress: the run is stopped and says why.
+    server.wait_for("a run", |s| value(s, &running) == Some(1.0));
+    assert_eq!(server.stop(), 0);
+    let stopped = server
+        .records()
+        .into_iter()
+        .filter(|r| r["outcome"] == "failed")
+        .last()
+        .unwrap();
+    assert_eq!(
+        stopped["reason"], "stopped: the server is shutting down",
+        "{stopped}"
+    );
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("state.json")).unwrap()).unwrap();
+    assert!(st["schedules"]["slow"]["running"].is_null(), "{st}");
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::jobs::{Job, JobKind};
+use super::notify::{Sink, SinkFile};
 use super::schedule::Timing;
 
 /// The file as written.
@@ -36,6 +37,9 @@ pub struct File {
     pub repositories: BTreeMap<String, RepositoryFile>,
     #[serde(default)]
     pub schedules: BTreeMap<String, ScheduleFile>,
+    /// Notification sinks by name (docs/server.md#notifications).
+    #[serde(default)]
+    pub notifications: BTreeMap<String, SinkFile>,
 }
 
 /// A repository the jobs write to. The secret is named by a file, never written
@@ -74,6 +78,9 @@ pub struct ScheduleFile {
     /// A run that takes longer is stopped (SIGTERM, then SIGKILL after the grace)
     /// and failed; default none.
     pub timeout: Option<String>,
+    /// The notification sinks told of this schedule's runs.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -131,6 +138,7 @@ pub struct Schedule {
     pub repository: Repository,
     pub retention: Option<Retention>,
     pub timeout: Option<Duration>,
+    pub notify: Vec<String>,
 }
 
 /// The configuration, checked.
@@ -142,6 +150,7 @@ pub struct Config {
     pub probe_interval: Duration,
     pub repositories: Vec<Repository>,
     pub schedules: Vec<Schedule>,
+    pub sinks: Vec<Sink>,
 }
 
 /// Every mistake in a configuration file, each naming where it is and the fix.
@@ -225,6 +234,26 @@ impl Config {
             if r.location.trim().is_empty() {
                 problems.push(format!("repository `{name}`: location is empty"));
             }
+            // Options go on a job's command line, which every user of the machine can
+            // read in /proc: credentials come through the environment instead.
+            for o in &r.options {
+                let key = o.split('=').next().unwrap_or_default().to_ascii_lowercase();
+                if [
+                    "secret",
+                    "password",
+                    "token",
+                    "sas",
+                    "access_key",
+                    "account_key",
+                ]
+                .iter()
+                .any(|w| key.contains(w))
+                {
+                    problems.push(format!(
+                        "repository `{name}`: option `{key}` is a credential: give it to the server through the environment (e.g. AWS_SECRET_ACCESS_KEY), not in options"
+                    ));
+                }
+            }
             repositories.push(Repository {
                 name: name.clone(),
                 location: r.location.clone(),
@@ -233,8 +262,22 @@ impl Config {
                 options: r.options.clone(),
             });
         }
+        let mut sinks = Vec::new();
+        for (name, f) in &file.notifications {
+            match Sink::load(name, f) {
+                Ok(s) => sinks.push(s),
+                Err(e) => problems.push(format!("notification sink `{name}`: {e}")),
+            }
+        }
         let mut schedules = Vec::new();
         for (name, s) in &file.schedules {
+            for sink in &s.notify {
+                if !file.notifications.contains_key(sink) {
+                    problems.push(format!(
+                        "schedule `{name}`: notify names `{sink}`, which is not under `notifications`"
+                    ));
+                }
+            }
             if let Some(s) = schedule(name, s, &repositories, check_args, &mut problems) {
                 schedules.push(s);
             }
@@ -251,6 +294,7 @@ impl Config {
             probe_interval,
             repositories,
             schedules,
+            sinks,
         })
     }
 }
@@ -340,6 +384,7 @@ fn schedule(
         repository: repository?.clone(),
         retention: s.retention.clone(),
         timeout,
+        notify: s.notify.clone(),
     })
 }
 
@@ -430,6 +475,18 @@ schedules:
                 .contains("schedule `etcd`: args: unexpected argument"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn credentials_in_store_options_are_refused_without_their_value() {
+        let bad = GOOD.replace(
+            "password_file: /etc/ballast/password",
+            "password_file: /etc/ballast/password\n    options: [aws_secret_access_key=hunter2, region=eu-west-1]",
+        );
+        let e = Config::parse("server.yaml", &bad, &any_args).unwrap_err();
+        assert!(e.to_string().contains("aws_secret_access_key"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!(e.problems.len(), 1, "{e}");
     }
 
     #[test]

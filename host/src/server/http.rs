@@ -30,7 +30,6 @@ fn schedules(server: &Server) -> serde_json::Value {
         .map(|s| {
             let st = state.schedules.get(&s.name).cloned().unwrap_or_default();
             let labels = sched(s);
-            let next = server.metrics.next_run.get_or_create(&labels).get();
             json!({
                 "name": s.name,
                 "job": s.job.kind.name(),
@@ -38,7 +37,7 @@ fn schedules(server: &Server) -> serde_json::Value {
                 "cron": s.timing.as_ref().map(|t| &t.written),
                 "expression": s.timing.as_ref().map(|t| &t.expression),
                 "timezone": s.timing.as_ref().map(|t| t.timezone.iana_name()),
-                "next_run": (next > 0.0).then(|| jiff::Timestamp::from_millisecond((next * 1000.0) as i64).ok()).flatten(),
+                "next_run": server.next_run(s),
                 "running": server.metrics.running.get_or_create(&labels).get() == 1,
                 "last_attempt": st.last_attempt,
                 "last_success": st.last_success,

@@ -111,11 +111,15 @@ impl Job {
     /// The arguments of the `forget` that applies a retention policy to this
     /// schedule's snapshots (and no others).
     pub fn forget_argv(&self, r: &Retention) -> Vec<String> {
+        // Grouped by source and tags, not host: a pod's host name changes with every
+        // restart, and each old name's group would keep its snapshots for ever.
         let mut argv = vec![
             "--json".to_string(),
             "forget".to_string(),
             "--tag".to_string(),
             schedule_tag(&self.schedule),
+            "--group-by".to_string(),
+            "source,tags".to_string(),
         ];
         argv.extend(r.flags());
         argv
@@ -162,6 +166,8 @@ mod tests {
                 "forget",
                 "--tag",
                 "schedule=home",
+                "--group-by",
+                "source,tags",
                 "--keep-daily",
                 "7",
                 "--keep-within",

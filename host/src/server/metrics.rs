@@ -19,21 +19,27 @@ use super::state::{Outcome, ScheduleState};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Sched {
     pub schedule: String,
-    pub job: String,
+    /// The job's kind (not `job`, which Prometheus gives the scrape target).
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SchedOutcome {
     pub schedule: String,
-    pub job: String,
+    pub kind: String,
     pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SchedReason {
     pub schedule: String,
-    pub job: String,
+    pub kind: String,
     pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,8 +49,9 @@ pub struct Repo {
 
 type FGauge = Gauge<f64, AtomicU64>;
 
-/// Why a due run did not run.
-pub const SKIP_REASONS: [&str; 2] = ["overlap", "shutdown"];
+/// Why a due run did not run: the previous run still running; the repository's
+/// lease held by another prune, forget or check (exit 13).
+pub const SKIP_REASONS: [&str; 2] = ["overlap", "locked"];
 /// The outcomes a run ends with.
 pub const RUN_OUTCOMES: [Outcome; 3] = [Outcome::Succeeded, Outcome::Partial, Outcome::Failed];
 
@@ -67,6 +74,9 @@ pub struct Metrics {
     pub repository_up: Family<Repo, Gauge>,
     pub repository_snapshots: Family<Repo, Gauge>,
     pub repository_last_probe: Family<Repo, FGauge>,
+    pub notifications_sent: Family<SinkLabel, Counter>,
+    pub notification_failures: Family<SinkLabel, Counter>,
+    pub state_write_failures: Counter,
 }
 
 pub fn seconds(t: Timestamp) -> f64 {
@@ -85,7 +95,7 @@ impl Metrics {
         }
         Metrics {
             runs: family!("ballast_schedule_runs", "Runs of a schedule by outcome (succeeded, partial, failed)"),
-            skipped: family!("ballast_schedule_skipped_runs", "Runs due but not run, by reason (overlap: the previous run was still running; shutdown)"),
+            skipped: family!("ballast_schedule_skipped_runs", "Runs due but not run, by reason (overlap: the previous run was still running; locked: another prune, forget or check held the repository)"),
             missed: family!("ballast_schedule_missed_runs", "Runs due while the server was down (one catch-up run follows)"),
             last_success: family!("ballast_schedule_last_success_timestamp_seconds", "When the newest successful (or partial) run of the schedule finished; 0 if none"),
             last_attempt: family!("ballast_schedule_last_attempt_timestamp_seconds", "When the newest run of the schedule started; 0 if none"),
@@ -101,6 +111,13 @@ impl Metrics {
             repository_up: family!("ballast_repository_up", "1 if the newest listing of the repository succeeded"),
             repository_snapshots: family!("ballast_repository_snapshots", "Snapshots in the repository at the newest listing"),
             repository_last_probe: family!("ballast_repository_last_probe_timestamp_seconds", "When the repository was last listed"),
+            notifications_sent: family!("ballast_notifications_sent", "Notifications a sink accepted"),
+            notification_failures: family!("ballast_notification_failures", "Notifications a sink did not accept after every retry, or dropped from a full queue"),
+            state_write_failures: {
+                let c = Counter::default();
+                registry.register("ballast_state_write_failures", "Times the state file could not be written (counts may go back after a restart)", c.clone());
+                c
+            },
             registry,
         }
     }
@@ -127,10 +144,18 @@ impl Metrics {
         for r in SKIP_REASONS {
             let c = self.skipped.get_or_create(&SchedReason {
                 schedule: s.name.clone(),
-                job: job.to_string(),
+                kind: job.to_string(),
                 reason: r.to_string(),
             });
             c.inc_by(st.counts.get(&format!("skipped:{r}")).copied().unwrap_or(0));
+        }
+        if s.retention.is_some() {
+            let c = self.skipped.get_or_create(&SchedReason {
+                schedule: s.name.clone(),
+                kind: "forget".into(),
+                reason: "locked".into(),
+            });
+            c.inc_by(st.counts.get("forget:skipped:locked").copied().unwrap_or(0));
         }
         self.missed
             .get_or_create(&sched)
@@ -178,6 +203,14 @@ impl Metrics {
         let _ = self.repository_last_probe.get_or_create(&r);
     }
 
+    pub fn declare_sink(&self, name: &str) {
+        let s = SinkLabel {
+            sink: name.to_string(),
+        };
+        let _ = self.notifications_sent.get_or_create(&s);
+        let _ = self.notification_failures.get_or_create(&s);
+    }
+
     /// The Prometheus text exposition (OpenMetrics).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -196,14 +229,32 @@ impl Default for Metrics {
 pub fn sched(s: &Schedule) -> Sched {
     Sched {
         schedule: s.name.clone(),
-        job: s.job.kind.name().to_string(),
+        kind: s.job.kind.name().to_string(),
     }
 }
 
 pub fn outcome(schedule: &str, job: &str, o: Outcome) -> SchedOutcome {
     SchedOutcome {
         schedule: schedule.to_string(),
-        job: job.to_string(),
+        kind: job.to_string(),
         outcome: o.name().to_string(),
+    }
+}
+
+impl super::notify::Counts for Metrics {
+    fn sent(&self, sink: &str) {
+        self.notifications_sent
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .inc();
+    }
+
+    fn failed(&self, sink: &str) {
+        self.notification_failures
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .inc();
     }
 }

@@ -11,6 +11,7 @@
 //! - [`probe`]: the repositories listed on an interval (reachability, newest
 //!   backup of each schedule);
 //! - [`state`]: what survives a restart;
+//! - [`notify`]: Slack, PagerDuty and webhook notifications, queued and retried;
 //! - [`metrics`] and [`http`]: `/metrics`, `/healthz`, `/api/schedules`.
 //!
 //! Each job runs as a child process of the same binary: a job that crashes or
@@ -22,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod notify;
 pub mod probe;
 pub mod runner;
 pub mod schedule;
@@ -40,7 +42,8 @@ use state::{RunRecord, State, StateDir};
 /// What every task of the server shares.
 pub struct Server {
     pub config: Config,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    pub notifier: notify::Notifier,
     pub state: Mutex<State>,
     pub dir: StateDir,
     pub runner: Runner,
@@ -54,11 +57,12 @@ impl Server {
         let mut st = self.state.lock().unwrap();
         f(st.schedules.entry(schedule.to_string()).or_default());
         if let Err(e) = self.dir.save(&st) {
+            self.metrics.state_write_failures.inc();
             tracing::error!("cannot write the server state in {:?}: {e}", self.dir);
         }
     }
 
-    /// Appends a run record (and logs it).
+    /// Appends a run record, logs it, and tells the schedule's sinks.
     pub fn record(&self, r: &RunRecord) {
         match &r.reason {
             Some(why) => tracing::info!(
@@ -72,6 +76,28 @@ impl Server {
         if let Err(e) = self.dir.record(r) {
             tracing::error!("cannot append to {:?}: {e}", self.dir.runs_path());
         }
+        if let Some(s) = self.config.schedules.iter().find(|s| s.name == r.schedule) {
+            self.notifier.send(
+                &s.notify,
+                notify::Message {
+                    record: r.clone(),
+                    next_run: self.next_run(s),
+                },
+                &*self.metrics,
+            );
+        }
+    }
+
+    /// The schedule's next cron time, once its loop has computed it.
+    pub fn next_run(&self, s: &config::Schedule) -> Option<jiff::Timestamp> {
+        let next = self
+            .metrics
+            .next_run
+            .get_or_create(&metrics::sched(s))
+            .get();
+        (next > 0.0)
+            .then(|| jiff::Timestamp::from_millisecond((next * 1000.0) as i64).ok())
+            .flatten()
     }
 
     pub fn stopping(&self) -> bool {
@@ -101,13 +127,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     let mut state = dir.load().map_err(anyhow::Error::msg)?;
     let now = jiff::Timestamp::now();
+    let mut interrupted = Vec::new();
     for s in &config.schedules {
-        state
-            .schedules
-            .entry(s.name.clone())
-            .or_default()
-            .since
-            .get_or_insert(now);
+        let st = state.schedules.entry(s.name.clone()).or_default();
+        st.since.get_or_insert(now);
+        // A clock set forward and then back: what was handled "in the future" is
+        // handled up to now, or the schedule would wait for the clock.
+        if st.handled_until.is_some_and(|h| h > now) {
+            st.handled_until = Some(now);
+        }
+        if let Some(mut r) = st.running.take() {
+            r.outcome = state::Outcome::Failed;
+            r.finished = Some(now);
+            r.reason = Some(
+                "interrupted: the server ended while it ran (a crash, a kill, an out-of-memory kill)"
+                    .into(),
+            );
+            *st.counts.entry("failed".into()).or_default() += 1;
+            st.last_run = Some(r.clone());
+            interrupted.push(r);
+        }
     }
     dir.save(&state)
         .with_context(|| format!("cannot write the state in {}", config.state_dir.display()))?;
@@ -120,13 +159,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let (stop_tx, stop) = watch::channel(false);
-    let metrics = Metrics::new();
+    let metrics = Arc::new(Metrics::new());
     for s in &config.schedules {
         metrics.declare(s, &state.schedules[&s.name]);
     }
     for r in &config.repositories {
         metrics.declare_repository(&r.name);
     }
+    for s in &config.sinks {
+        metrics.declare_sink(&s.name);
+    }
+    let notifier = notify::Notifier::start(&config.sinks, metrics.clone());
     let server = Arc::new(Server {
         runner: Runner {
             program: std::env::current_exe().context("cannot find the ballast binary")?,
@@ -134,10 +177,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
         config,
         metrics,
+        notifier,
         state: Mutex::new(state),
         dir,
         stop,
     });
+    for r in &interrupted {
+        server.record(r);
+    }
     tracing::info!(
         "ballast server: {} schedules, listening on {}",
         server.config.schedules.len(),

@@ -11,6 +11,9 @@ use super::jobs::schedule_tag;
 use super::metrics::{sched, seconds, Repo};
 use super::Server;
 
+/// How far ahead of this clock a snapshot's time may be and still count.
+const SKEW: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub async fn run(server: Arc<Server>) {
     loop {
         for repo in &server.config.repositories {
@@ -79,6 +82,8 @@ async fn probe(server: &Server, repo: &super::config::Repository) {
                     .is_some_and(|t| t.iter().any(|t| t.as_str() == Some(&tag)))
             })
             .filter_map(|e| e["snapshot"]["time"].as_str()?.parse::<Timestamp>().ok())
+            // A record from a clock far ahead would hide staleness until then.
+            .filter(|t| *t <= Timestamp::now() + SKEW)
             .max();
         if let Some(newest) = newest {
             let gauge = server.metrics.last_success.get_or_create(&sched(s));

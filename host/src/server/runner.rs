@@ -93,11 +93,12 @@ pub struct Runner {
     pub grace: Duration,
 }
 
+/// Signals the child's process group (the child leads it).
 fn signal(pid: Option<u32>, sig: libc::c_int) {
     if let Some(pid) = pid {
-        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        // SAFETY: kill(2) on our own child's process group; no memory is touched.
         unsafe {
-            libc::kill(pid as libc::pid_t, sig);
+            libc::kill(-(pid as libc::pid_t), sig);
         }
     }
 }
@@ -127,6 +128,9 @@ impl Runner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a stop reaches the programs it started too
+            // (those of a plugin run in groups of their own, and the job stops them).
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(p) = &repo.password_file {
             cmd.env("BALLAST_PASSWORD_FILE", p);
@@ -182,8 +186,19 @@ impl Runner {
                 self.terminate(&mut child, pid).await?
             }
         };
-        let out = out.await.unwrap_or_default();
-        let tail = err.await.unwrap_or_default();
+        // A program the job left behind may hold the pipes open: its output is not
+        // waited for long.
+        let drained = Duration::from_secs(10);
+        let out = tokio::time::timeout(drained, out)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let tail = tokio::time::timeout(drained, err)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         let tail = &tail[tail.len().saturating_sub(TAIL)..];
         Ok(Finished {
             exit_code: status.code(),
@@ -203,6 +218,7 @@ impl Runner {
         match tokio::time::timeout(self.grace, child.wait()).await {
             Ok(s) => s,
             Err(_) => {
+                signal(pid, libc::SIGKILL);
                 child.start_kill()?;
                 child.wait().await
             }

@@ -116,24 +116,44 @@ impl Timing {
             .map(|p| p.timestamp())
     }
 
-    /// The longest gap between two runs over the next year's first 500 runs from
-    /// `from`: what a staleness alert compares the newest success against.
+    /// The longest gap between two runs from `from` on: what a staleness alert
+    /// compares the newest success against. The runs of the next year are walked
+    /// (at most 20,000 of them); for a schedule too dense for that, every hour
+    /// boundary of the next 31 days is looked at too (a gap longer than an hour
+    /// holds one), so that nights, weekends and month ends are found.
     pub fn expected_interval(&self, from: Timestamp) -> Duration {
+        const YEAR: i64 = 366 * 86_400;
+        let secs = |a: Timestamp, b: Timestamp| {
+            Duration::try_from(b.duration_since(a)).unwrap_or_default()
+        };
         let mut longest = Duration::ZERO;
-        let mut t = from;
-        let Some(mut prev) = self.next_after(t) else {
+        let Some(mut prev) = self.next_after(from) else {
             return longest;
         };
-        for _ in 0..500 {
-            t = prev;
-            let Some(next) = self.next_after(t) else {
+        let mut walked_a_year = false;
+        for _ in 0..20_000 {
+            let Some(next) = self.next_after(prev) else {
+                walked_a_year = true;
                 break;
             };
-            let gap = next.duration_since(prev);
-            longest = longest.max(Duration::try_from(gap).unwrap_or_default());
+            longest = longest.max(secs(prev, next));
             prev = next;
-            if next.duration_since(from).as_secs() > 366 * 86_400 {
+            if next.as_second() - from.as_second() > YEAR {
+                walked_a_year = true;
                 break;
+            }
+        }
+        if !walked_a_year {
+            let start = from.as_second() - from.as_second().rem_euclid(3600);
+            for h in 1..=31 * 24 {
+                let Ok(boundary) = Timestamp::from_second(start + h * 3600) else {
+                    break;
+                };
+                if let (Some(before), Some(after)) =
+                    (self.last_at_or_before(boundary), self.next_after(boundary))
+                {
+                    longest = longest.max(secs(before, after));
+                }
             }
         }
         longest
@@ -196,6 +216,23 @@ mod tests {
         assert_eq!(
             a.expected_interval(ts("2026-12-06T12:00:00Z")).as_secs(),
             86_400
+        );
+    }
+
+    #[test]
+    fn a_dense_schedule_s_nights_and_weekends_are_its_expected_interval() {
+        let from = ts("2026-12-07T10:00:00Z"); // a Monday
+        let weekdays = Timing::parse("x", "*/5 * * * 1-5", "UTC").unwrap();
+        // Friday 23:55 to Monday 00:00.
+        assert_eq!(weekdays.expected_interval(from).as_secs(), 2 * 86_400 + 300);
+        // Every second of office hours: too dense to walk past the first afternoon.
+        let office = Timing::parse("x", "* * 9-17 * * *", "UTC").unwrap();
+        // 17:59:59 to 09:00:00 the next day.
+        assert_eq!(office.expected_interval(from).as_secs(), 15 * 3600 + 1);
+        let seconds_on_weekdays = Timing::parse("x", "* * * * * 1-5", "UTC").unwrap();
+        assert_eq!(
+            seconds_on_weekdays.expected_interval(from).as_secs(),
+            2 * 86_400 + 1
         );
     }
 

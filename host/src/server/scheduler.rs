@@ -57,7 +57,7 @@ fn skip_reason(server: &Server, s: &Schedule, reason: &str, scheduled_for: Times
         .skipped
         .get_or_create(&SchedReason {
             schedule: s.name.clone(),
-            job: s.job.kind.name().to_string(),
+            kind: s.job.kind.name().to_string(),
             reason: reason.to_string(),
         })
         .inc();
@@ -99,6 +99,7 @@ async fn cron_loop(server: Arc<Server>, s: Schedule) {
         Some(h) => h,
     };
     let mut runs = Vec::new();
+    let mut first = true;
     loop {
         let Some(next) = timing.next_after(handled) else {
             tracing::warn!("schedule {}: its cron expression has no next time", s.name);
@@ -115,17 +116,26 @@ async fn cron_loop(server: Arc<Server>, s: Schedule) {
         let now = Timestamp::now();
         let (due, last) = timing.due(handled, now, COUNT_CAP);
         let Some(last) = last else { continue };
-        if due > 1 {
-            // Times that passed with no run: the server was down or asleep.
-            let missed = due - 1;
+        let missed = due - 1;
+        // One write: a crash between the count and the mark would count twice.
+        server.update(&s.name, |st| {
+            st.handled_until = Some(last);
+            if missed > 0 {
+                *st.counts.entry("missed".into()).or_default() += missed;
+            }
+        });
+        handled = last;
+        if missed > 0 {
             server
                 .metrics
                 .missed
                 .get_or_create(&sched(&s))
                 .inc_by(missed);
-            server.update(&s.name, |st| {
-                *st.counts.entry("missed".into()).or_default() += missed
-            });
+            let why = if first {
+                "were due while the server was not running"
+            } else {
+                "passed while the server could not run them (the machine was suspended or overloaded)"
+            };
             server.record(&RunRecord {
                 id: run_id(),
                 schedule: s.name.clone(),
@@ -135,15 +145,14 @@ async fn cron_loop(server: Arc<Server>, s: Schedule) {
                 started: now,
                 finished: None,
                 reason: Some(format!(
-                    "{missed} run(s) from {next} were due while the server was not running; one run catches up now"
+                    "{missed} run(s) from {next} {why}; one run catches up now"
                 )),
                 exit_code: None,
                 snapshot_id: None,
                 count: Some(missed),
             });
         }
-        handled = last;
-        server.update(&s.name, |st| st.handled_until = Some(last));
+        first = false;
         if running.swap(true, Ordering::SeqCst) {
             skip_reason(
                 &server,
@@ -173,24 +182,36 @@ async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>
     let labels = sched(s);
     let job = s.job.kind.name();
     let started = Timestamp::now();
+    let mut record = RunRecord {
+        id: run_id(),
+        schedule: s.name.clone(),
+        job: job.to_string(),
+        outcome: Outcome::Failed,
+        scheduled_for,
+        started,
+        finished: None,
+        reason: None,
+        exit_code: None,
+        snapshot_id: None,
+        count: None,
+    };
+    // Written before it starts: a server that dies meanwhile finds it at its next
+    // start and records the run as interrupted.
+    server.update(&s.name, |st| {
+        st.last_attempt = Some(started);
+        st.running = Some(record.clone());
+    });
     server.metrics.running.get_or_create(&labels).set(1);
     server
         .metrics
         .last_attempt
         .get_or_create(&labels)
         .set(seconds(started));
-    server.update(&s.name, |st| st.last_attempt = Some(started));
     let ran = server
         .runner
         .run(&s.repository, &s.job.argv(), s.timeout, server.stop.clone())
         .await;
     let finished = Timestamp::now();
-    server.metrics.running.get_or_create(&labels).set(0);
-    server
-        .metrics
-        .duration
-        .get_or_create(&labels)
-        .set(finished.duration_since(started).as_secs_f64());
     let (result, reason, done) = match ran {
         Ok(f) => (verdict(&f), reason_of(&f), Some(f)),
         Err(e) => (
@@ -203,11 +224,51 @@ async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>
         ),
     };
     let (read, added) = done.as_ref().map(Finished::bytes).unwrap_or_default();
+    let succeeded = matches!(result, Outcome::Succeeded | Outcome::Partial);
+    record.outcome = result;
+    record.finished = Some(finished);
+    record.reason = reason;
+    record.exit_code = done.as_ref().and_then(|f| f.exit_code);
+    record.snapshot_id = done.as_ref().and_then(Finished::snapshot_id);
+    // The state first, then the metrics: a counter is never ahead of what a
+    // restart brings back.
+    let count = match result {
+        Outcome::Skipped => "skipped:locked".to_string(),
+        o => o.name().to_string(),
+    };
+    server.update(&s.name, |st| {
+        *st.counts.entry(count).or_default() += 1;
+        *st.counts.entry("bytes_read".into()).or_default() += read;
+        *st.counts.entry("bytes_added".into()).or_default() += added;
+        if succeeded {
+            st.last_success = Some(finished);
+        }
+        st.running = None;
+        st.last_run = Some(record.clone());
+    });
+    server.metrics.running.get_or_create(&labels).set(0);
     server
         .metrics
-        .runs
-        .get_or_create(&outcome(&s.name, job, result))
-        .inc();
+        .duration
+        .get_or_create(&labels)
+        .set(finished.duration_since(started).as_secs_f64());
+    if result == Outcome::Skipped {
+        server
+            .metrics
+            .skipped
+            .get_or_create(&SchedReason {
+                schedule: s.name.clone(),
+                kind: job.to_string(),
+                reason: "locked".into(),
+            })
+            .inc();
+    } else {
+        server
+            .metrics
+            .runs
+            .get_or_create(&outcome(&s.name, job, result))
+            .inc();
+    }
     server
         .metrics
         .bytes_read
@@ -218,7 +279,6 @@ async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>
         .bytes_added
         .get_or_create(&labels)
         .inc_by(added);
-    let succeeded = matches!(result, Outcome::Succeeded | Outcome::Partial);
     if succeeded {
         server
             .metrics
@@ -226,28 +286,6 @@ async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>
             .get_or_create(&labels)
             .set(seconds(finished));
     }
-    let record = RunRecord {
-        id: run_id(),
-        schedule: s.name.clone(),
-        job: job.to_string(),
-        outcome: result,
-        scheduled_for,
-        started,
-        finished: Some(finished),
-        reason,
-        exit_code: done.as_ref().and_then(|f| f.exit_code),
-        snapshot_id: done.as_ref().and_then(Finished::snapshot_id),
-        count: None,
-    };
-    server.update(&s.name, |st| {
-        *st.counts.entry(result.name().into()).or_default() += 1;
-        *st.counts.entry("bytes_read".into()).or_default() += read;
-        *st.counts.entry("bytes_added".into()).or_default() += added;
-        if succeeded {
-            st.last_success = Some(finished);
-        }
-        st.last_run = Some(record.clone());
-    });
     server.record(&record);
     if succeeded && !server.stopping() {
         if let Some(r) = &s.retention {
@@ -257,8 +295,12 @@ async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>
     result
 }
 
+/// Exit 13: another prune, forget or check held the repository's lease.
+const LOCKED: i32 = 13;
+
 fn verdict(f: &Finished) -> Outcome {
     match (f.stopped, f.exit_code) {
+        (None, Some(LOCKED)) => Outcome::Skipped,
         // Finished cleanly on the SIGTERM (a capture writes its last segment).
         (Some(Stop::Shutdown), Some(0)) => Outcome::Succeeded,
         (Some(_), _) => Outcome::Failed,
@@ -271,6 +313,10 @@ fn verdict(f: &Finished) -> Outcome {
 fn reason_of(f: &Finished) -> Option<String> {
     match verdict(f) {
         Outcome::Succeeded => None,
+        Outcome::Skipped => Some(format!(
+            "locked: another prune, forget or check holds the repository ({})",
+            f.error()
+        )),
         Outcome::Partial => Some("saved, but incomplete: see the snapshot's warnings".into()),
         _ => Some(f.error()),
     }
@@ -289,20 +335,31 @@ async fn retention(server: &Server, s: &Schedule, r: &super::config::Retention) 
         )
         .await;
     let (result, reason, code) = match &ran {
-        Ok(f) if verdict(f) == Outcome::Succeeded => (Outcome::Succeeded, None, f.exit_code),
-        Ok(f) => (Outcome::Failed, Some(f.error()), f.exit_code),
+        Ok(f) => (verdict(f), reason_of(f), f.exit_code),
         Err(e) => (Outcome::Failed, Some(e.to_string()), None),
     };
-    server
-        .metrics
-        .runs
-        .get_or_create(&outcome(&s.name, "forget", result))
-        .inc();
-    server.update(&s.name, |st| {
-        *st.counts
-            .entry(format!("forget:{}", result.name()))
-            .or_default() += 1;
-    });
+    let count = match result {
+        Outcome::Skipped => "forget:skipped:locked".to_string(),
+        o => format!("forget:{}", o.name()),
+    };
+    server.update(&s.name, |st| *st.counts.entry(count).or_default() += 1);
+    if result == Outcome::Skipped {
+        server
+            .metrics
+            .skipped
+            .get_or_create(&SchedReason {
+                schedule: s.name.clone(),
+                kind: "forget".into(),
+                reason: "locked".into(),
+            })
+            .inc();
+    } else {
+        server
+            .metrics
+            .runs
+            .get_or_create(&outcome(&s.name, "forget", result))
+            .inc();
+    }
     server.record(&RunRecord {
         id: run_id(),
         schedule: s.name.clone(),

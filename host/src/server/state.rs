@@ -28,6 +28,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub fn parse(name: &str) -> Option<Outcome> {
+        [
+            Outcome::Succeeded,
+            Outcome::Partial,
+            Outcome::Failed,
+            Outcome::Skipped,
+            Outcome::Missed,
+        ]
+        .into_iter()
+        .find(|o| o.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Succeeded => "succeeded",
@@ -78,6 +90,10 @@ pub struct ScheduleState {
     pub last_success: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunRecord>,
+    /// The run in progress, written before it starts: found at a start, it was
+    /// interrupted (a crash, a kill) and is recorded as failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<RunRecord>,
     /// Counts by "outcome" or "skipped:REASON", carried over restarts so that
     /// counters never go back.
     #[serde(default)]
@@ -88,6 +104,18 @@ pub struct ScheduleState {
 pub struct State {
     #[serde(default)]
     pub schedules: BTreeMap<String, ScheduleState>,
+}
+
+/// A file only the server's user reads (run records hold jobs' error messages).
+fn private(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .mode(0o600)
+        .open(path)
 }
 
 /// The state directory.
@@ -131,7 +159,7 @@ impl StateDir {
     /// directory synced, so that a crash leaves the old state or the new.
     pub fn save(&self, state: &State) -> std::io::Result<()> {
         let tmp = self.dir.join("state.json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = private(&tmp, false)?;
         f.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.state_path())?;
@@ -142,10 +170,7 @@ impl StateDir {
     pub fn record(&self, r: &RunRecord) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(r).expect("a record serializes");
         line.push(b'\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.runs_path())?;
+        let mut f = private(&self.runs_path(), true)?;
         f.write_all(&line)?;
         f.sync_data()
     }
