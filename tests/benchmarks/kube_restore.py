@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from kube import BALLAST, SERVER, FULL, Server, log, fresh_repo
-from measure import run_measured
+from measure import run_measured_cpu
 
 SECRETS = {"namespaces": 1, "configmaps": 0, "secrets": 30000, "custom": 0,
            "deployments": 0, "services": 0, "min_size": 1024, "max_size": 8192, "seed": 2}
@@ -60,21 +60,27 @@ def kubectl_create(target: Server, manifests: Path) -> dict:
     script = (f'cd "{manifests}" && kubectl create --validate=false -R -f _cluster >/dev/null && '
               'kubectl create --validate=false -R $(for d in */; do [ "$d" = _cluster/ ] || '
               'printf -- "-f %s " "$d"; done) >/dev/null')
-    seconds, rss, _ = run_measured(["bash", "-c", script], env=env)
+    server_cpu = target.cpu_seconds()
+    seconds, rss, _, cpu = run_measured_cpu(["bash", "-c", script], env=env)
+    server_cpu = target.cpu_seconds() - server_cpu
     created = target.stats()["objects"] - before
-    return {"seconds": seconds, "rss_mib": rss / 1024, "created": created}
+    return {"seconds": seconds, "rss_mib": rss / 1024, "created": created,
+            "client_cpu": cpu, "server_cpu": server_cpu}
 
 
 def ballast_restore(target: Server, repo: Path, snapshot: str, env: dict) -> dict:
     before = target.objects
-    seconds, rss, out = run_measured(
+    server_cpu = target.cpu_seconds()
+    seconds, rss, out, cpu = run_measured_cpu(
         [str(BALLAST), "--repo", str(repo), "restore", "kube", snapshot, "--kubeconfig",
          str(target.kubeconfig), "--qps", "0", "--json"], env=env)
+    server_cpu = target.cpu_seconds() - server_cpu
     r = json.loads(out)
     created = target.stats()["objects"] - before
     ms = sorted(o["ms"] for o in r["objects"] if o["outcome"] == "created")
     p99 = ms[int(len(ms) * 0.99) - 1] if ms else 0.0
     return {"seconds": seconds, "rss_mib": rss / 1024, "created": created,
+            "client_cpu": cpu, "server_cpu": server_cpu,
             "counts": r["counts"], "requests": r["requests"], "p99_ms": p99,
             "median_ms": ms[len(ms) // 2] if ms else 0.0}
 
@@ -106,7 +112,8 @@ def one(work: Path, name: str, dataset: dict, runs: int, env: dict) -> dict:
         results.append({"kubectl": k, "ballast": b, "ratio": ratio})
         log(f"{name} run {i}: kubectl {k['seconds']:.1f}s ({k['created']} created, {k['rss_mib']:.0f} MiB); "
             f"ballast {b['seconds']:.1f}s ({b['created']} created, {b['created'] / b['seconds']:.0f} objects/s, "
-            f"p99 {b['p99_ms']:.1f} ms, {b['rss_mib']:.0f} MiB); {ratio:.2f}x")
+            f"p99 {b['p99_ms']:.1f} ms, {b['rss_mib']:.0f} MiB); {ratio:.2f}x; CPU s client/server: "
+            f"kubectl {k['client_cpu']:.1f}/{k['server_cpu']:.1f}, ballast {b['client_cpu']:.1f}/{b['server_cpu']:.1f}")
     return {"source_objects": source.objects, "manifests": files, "runs": results}
 
 

@@ -24,6 +24,7 @@ for line in sys.stdin:
         out.seek(0)
         err.seek(0)
         print(json.dumps({"seconds": seconds, "rss_kib": ru.ru_maxrss,
+                          "cpu": ru.ru_utime + ru.ru_stime,
                           "rc": os.waitstatus_to_exitcode(status),
                           "stdout": out.read().decode(errors="replace"),
                           "stderr": err.read().decode(errors="replace")[-3000:]}), flush=True)
@@ -33,6 +34,12 @@ _launcher: subprocess.Popen | None = None
 
 def run_measured(cmd, env=None, shell=False) -> tuple[float, int, str]:
     """(wall seconds, peak RSS KiB, stdout) of a child; raises on failure."""
+    seconds, rss, out, _ = run_measured_cpu(cmd, env, shell)
+    return seconds, rss, out
+
+
+def run_measured_cpu(cmd, env=None, shell=False) -> tuple[float, int, str, float]:
+    """(wall seconds, peak RSS KiB, stdout, CPU seconds: user + system) of a child."""
     global _launcher
     if _launcher is None:
         _launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
@@ -42,6 +49,6 @@ def run_measured(cmd, env=None, shell=False) -> tuple[float, int, str]:
     r = json.loads(_launcher.stdout.readline())
     if r["rc"] != 0:
         raise SystemExit(f"failed: {cmd}\n{r['stderr']}")
-    return r["seconds"], r["rss_kib"], r["stdout"]
+    return r["seconds"], r["rss_kib"], r["stdout"], r["cpu"]
 
 
