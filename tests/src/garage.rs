@@ -1,7 +1,7 @@
 //! A real Garage S3 server on loopback, one per test: generated config, a layout with
 //! one node, an access key and a bucket. Stopped (and its data removed) on drop.
 
-use std::net::TcpListener;
+use crate::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -34,14 +34,6 @@ pub fn garage_bin() -> PathBuf {
         "garage not found: install it with `cargo install garage --locked` (.ci/run does)"
     );
     bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Garage {

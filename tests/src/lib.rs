@@ -34,6 +34,15 @@ pub fn ballast_bin() -> PathBuf {
     bin
 }
 
+/// A loopback port nothing listens on now (a server started next takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a loopback port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
 /// What a command printed, and how it exited.
 #[derive(Debug)]
 pub struct Out {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ballast_tests::{ballast_bin, Env, PASSWORD};
+use ballast_tests::{ballast_bin, free_port, Env, PASSWORD};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -18,14 +18,6 @@ fn root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A GET over HTTP/1.0: the status and the body.

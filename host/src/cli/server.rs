@@ -61,17 +61,14 @@ fn print(g: &GlobalArgs, c: &Config) -> Result<i32> {
             .schedules
             .iter()
             .map(|s| {
-                json!({
-                    "name": s.name,
-                    "job": s.job.kind.name(),
-                    "repository": s.repository.name,
-                    "cron": s.timing.as_ref().map(|t| &t.written),
-                    "expression": s.timing.as_ref().map(|t| &t.expression),
-                    "timezone": s.timing.as_ref().map(|t| t.timezone.iana_name()),
-                    "next_run": s.timing.as_ref().and_then(|t| t.next_after(now)),
-                    "expected_interval_seconds": s.timing.as_ref().map(|t| t.expected_interval(now).as_secs()),
-                    "command": s.job.argv(),
-                })
+                let mut v = s.describe();
+                v["next_run"] = json!(s.timing.as_ref().and_then(|t| t.next_after(now)));
+                v["expected_interval_seconds"] = json!(s
+                    .timing
+                    .as_ref()
+                    .map(|t| t.expected_interval(now).as_secs()));
+                v["command"] = json!(s.job.argv());
+                v
             })
             .collect();
         output::json(&json!({ "valid": true, "listen": c.listen.to_string(),

@@ -141,6 +141,20 @@ pub struct Schedule {
     pub notify: Vec<String>,
 }
 
+impl Schedule {
+    /// What `--check-config --json` and `/api/schedules` say of it.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "job": self.job.kind.name(),
+            "repository": self.repository.name,
+            "cron": self.timing.as_ref().map(|t| &t.written),
+            "expression": self.timing.as_ref().map(|t| &t.expression),
+            "timezone": self.timing.as_ref().map(|t| t.timezone.iana_name()),
+        })
+    }
+}
+
 /// The configuration, checked.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -30,19 +30,13 @@ fn schedules(server: &Server) -> serde_json::Value {
         .map(|s| {
             let st = state.schedules.get(&s.name).cloned().unwrap_or_default();
             let labels = sched(s);
-            json!({
-                "name": s.name,
-                "job": s.job.kind.name(),
-                "repository": s.repository.name,
-                "cron": s.timing.as_ref().map(|t| &t.written),
-                "expression": s.timing.as_ref().map(|t| &t.expression),
-                "timezone": s.timing.as_ref().map(|t| t.timezone.iana_name()),
-                "next_run": server.next_run(s),
-                "running": server.metrics.running.get_or_create(&labels).get() == 1,
-                "last_attempt": st.last_attempt,
-                "last_success": st.last_success,
-                "last_run": st.last_run,
-            })
+            let mut v = s.describe();
+            v["next_run"] = json!(server.next_run(s));
+            v["running"] = json!(server.metrics.running.get_or_create(&labels).get() == 1);
+            v["last_attempt"] = json!(st.last_attempt);
+            v["last_success"] = json!(st.last_success);
+            v["last_run"] = json!(st.last_run);
+            v
         })
         .collect();
     json!({ "schedules": list })

@@ -203,6 +203,26 @@ impl Metrics {
         let _ = self.repository_last_probe.get_or_create(&r);
     }
 
+    /// Counts a run's end; one refused for the repository's lease counts as skipped
+    /// (`locked`).
+    pub fn ended(&self, schedule: &str, kind: &str, o: Outcome) {
+        if o == Outcome::Skipped {
+            self.skip(schedule, kind, "locked");
+        } else {
+            self.runs.get_or_create(&outcome(schedule, kind, o)).inc();
+        }
+    }
+
+    pub fn skip(&self, schedule: &str, kind: &str, reason: &str) {
+        self.skipped
+            .get_or_create(&SchedReason {
+                schedule: schedule.to_string(),
+                kind: kind.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
     pub fn declare_sink(&self, name: &str) {
         let s = SinkLabel {
             sink: name.to_string(),

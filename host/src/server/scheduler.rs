@@ -12,7 +12,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::config::Schedule;
-use super::metrics::{outcome, sched, seconds, SchedReason};
+use super::metrics::{sched, seconds};
 use super::runner::{Finished, Stop};
 use super::state::{Outcome, RunRecord};
 use super::{run_id, Server};
@@ -52,15 +52,7 @@ async fn sleep_until(server: &Server, t: Timestamp) -> bool {
 }
 
 fn skip_reason(server: &Server, s: &Schedule, reason: &str, scheduled_for: Timestamp, why: &str) {
-    server
-        .metrics
-        .skipped
-        .get_or_create(&SchedReason {
-            schedule: s.name.clone(),
-            kind: s.job.kind.name().to_string(),
-            reason: reason.to_string(),
-        })
-        .inc();
+    server.metrics.skip(&s.name, s.job.kind.name(), reason);
     server.update(&s.name, |st| {
         *st.counts.entry(format!("skipped:{reason}")).or_default() += 1;
     });
@@ -232,12 +224,8 @@ async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>
     record.snapshot_id = done.as_ref().and_then(Finished::snapshot_id);
     // The state first, then the metrics: a counter is never ahead of what a
     // restart brings back.
-    let count = match result {
-        Outcome::Skipped => "skipped:locked".to_string(),
-        o => o.name().to_string(),
-    };
     server.update(&s.name, |st| {
-        *st.counts.entry(count).or_default() += 1;
+        *st.counts.entry(count_key("", result)).or_default() += 1;
         *st.counts.entry("bytes_read".into()).or_default() += read;
         *st.counts.entry("bytes_added".into()).or_default() += added;
         if succeeded {
@@ -252,23 +240,7 @@ async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>
         .duration
         .get_or_create(&labels)
         .set(finished.duration_since(started).as_secs_f64());
-    if result == Outcome::Skipped {
-        server
-            .metrics
-            .skipped
-            .get_or_create(&SchedReason {
-                schedule: s.name.clone(),
-                kind: job.to_string(),
-                reason: "locked".into(),
-            })
-            .inc();
-    } else {
-        server
-            .metrics
-            .runs
-            .get_or_create(&outcome(&s.name, job, result))
-            .inc();
-    }
+    server.metrics.ended(&s.name, job, result);
     server
         .metrics
         .bytes_read
@@ -293,6 +265,15 @@ async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>
         }
     }
     result
+}
+
+/// The state's count a run's end adds to (what [`super::metrics::Metrics::declare`]
+/// reads back).
+fn count_key(prefix: &str, o: Outcome) -> String {
+    match o {
+        Outcome::Skipped => format!("{prefix}skipped:locked"),
+        o => format!("{prefix}{}", o.name()),
+    }
 }
 
 /// Exit 13: another prune, forget or check held the repository's lease.
@@ -338,28 +319,10 @@ async fn retention(server: &Server, s: &Schedule, r: &super::config::Retention) 
         Ok(f) => (verdict(f), reason_of(f), f.exit_code),
         Err(e) => (Outcome::Failed, Some(e.to_string()), None),
     };
-    let count = match result {
-        Outcome::Skipped => "forget:skipped:locked".to_string(),
-        o => format!("forget:{}", o.name()),
-    };
-    server.update(&s.name, |st| *st.counts.entry(count).or_default() += 1);
-    if result == Outcome::Skipped {
-        server
-            .metrics
-            .skipped
-            .get_or_create(&SchedReason {
-                schedule: s.name.clone(),
-                kind: "forget".into(),
-                reason: "locked".into(),
-            })
-            .inc();
-    } else {
-        server
-            .metrics
-            .runs
-            .get_or_create(&outcome(&s.name, "forget", result))
-            .inc();
-    }
+    server.update(&s.name, |st| {
+        *st.counts.entry(count_key("forget:", result)).or_default() += 1
+    });
+    server.metrics.ended(&s.name, "forget", result);
     server.record(&RunRecord {
         id: run_id(),
         schedule: s.name.clone(),
