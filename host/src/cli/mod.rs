@@ -5,6 +5,7 @@ mod app;
 mod backup;
 mod context;
 mod demo;
+mod drill;
 mod etcd;
 mod forget;
 mod key;
@@ -112,6 +113,9 @@ enum Command {
     /// Check a backup without restoring it
     #[command(subcommand)]
     Verify(VerifyCommand),
+    /// Prove a backup by restoring it into scratch space and checking what comes back
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
     /// Run schedules of backups, checks and prunes as a long-running server (metrics on /metrics)
     Server(server::ServerArgs),
     /// Run a self-contained demonstration in a local directory
@@ -175,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plugin(c) => plugin::run(g, c),
         Command::Hook(c) => plugin::hook(g, c),
         Command::Verify(VerifyCommand::App(a)) => app::verify(g, a),
+        Command::Drill(c) => drill::run(g, c),
         Command::Server(a) => server::run(g, a),
         Command::Demo(a) => demo::run(g, a),
     }

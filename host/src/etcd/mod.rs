@@ -6,6 +6,7 @@
 pub mod bbolt;
 pub mod connect;
 pub mod delta;
+pub mod drill;
 pub mod inplace;
 pub mod local;
 pub mod mvcc;
