@@ -186,7 +186,10 @@ fn check_config_accepts_the_shipped_file_and_names_every_mistake() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["check", "cluster-objects", "etcd", "prune"]);
+    assert_eq!(
+        names,
+        ["check", "cluster-objects", "etcd", "etcd-drill", "prune"]
+    );
     let etcd = &v["schedules"][2];
     assert!(etcd["next_run"].is_string(), "{etcd}");
     assert_eq!(etcd["expected_interval_seconds"], 3600);

@@ -22,9 +22,11 @@ pub enum JobKind {
     Prune,
     /// `ballast repo check`
     Check,
+    /// `ballast drill etcd`: the newest etcd snapshot restored and served.
+    Drill,
 }
 
-const KINDS: [(&str, JobKind); 7] = [
+const KINDS: [(&str, JobKind); 8] = [
     ("etcd-snapshot", JobKind::EtcdSnapshot),
     ("etcd-capture", JobKind::EtcdCapture),
     ("path", JobKind::Path),
@@ -32,6 +34,7 @@ const KINDS: [(&str, JobKind); 7] = [
     ("kube", JobKind::Kube),
     ("prune", JobKind::Prune),
     ("check", JobKind::Check),
+    ("drill", JobKind::Drill),
 ];
 
 impl JobKind {
@@ -64,13 +67,14 @@ impl JobKind {
             JobKind::Kube => &["backup", "kube"],
             JobKind::Prune => &["repo", "prune"],
             JobKind::Check => &["repo", "check"],
+            JobKind::Drill => &["drill", "etcd"],
         }
     }
 
     /// Whether its runs are snapshots (tagged, kept by a retention policy, and
     /// counted by the newest-backup gauge).
     pub fn makes_snapshots(self) -> bool {
-        !matches!(self, JobKind::Prune | JobKind::Check)
+        !matches!(self, JobKind::Prune | JobKind::Check | JobKind::Drill)
     }
 }
 
