@@ -829,3 +829,114 @@ fn a_run_the_server_died_in_is_recorded_as_interrupted_and_sigterm_stops_a_run()
         serde_json::from_str(&std::fs::read_to_string(state.join("state.json")).unwrap()).unwrap();
     assert!(st["schedules"]["slow"]["running"].is_null(), "{st}");
 }
+
+/// A Pushgateway on loopback (Debian's prometheus-pushgateway), stopped on drop.
+struct Pushgateway(Child, u16);
+
+impl Pushgateway {
+    fn start() -> Pushgateway {
+        let port = free_port();
+        let child = Command::new("prometheus-pushgateway")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-pushgateway (Debian's package; .ci/install installs it)");
+        let start = Instant::now();
+        while get(port, "/metrics").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the Pushgateway did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Pushgateway(child, port)
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_one_shot_run_pushes_its_metrics_and_exits_with_the_job_s_code() {
+    let (env, password, data) = setup();
+    let state = env.path("state");
+    let pg = Pushgateway::start();
+    let config = format!(
+        "{}schedules:\n  files:\n    job: path\n    cron: \"@daily\"\n    repository: main\n    args: [{}]\n  \
+         broken:\n    job: etcd-snapshot\n    cron: \"@daily\"\n    repository: main\n    args: [--endpoints, \"127.0.0.1:1\"]\n",
+        header(&env, &password, &state, free_port()),
+        data.display()
+    );
+    let file = env.path("server.yaml");
+    std::fs::write(&file, config).unwrap();
+    let textfile = env.path("ballast.prom");
+    let push = format!("http://127.0.0.1:{}", pg.1);
+    let once = |schedule: &str| {
+        env.run(&[
+            "server",
+            "--config",
+            file.to_str().unwrap(),
+            "--once",
+            schedule,
+            "--pushgateway",
+            &push,
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ])
+    };
+    once("files").ok();
+    assert_eq!(tagged(&env, "files").len(), 1);
+    let (_, pushed) = get(pg.1, "/metrics").unwrap();
+    assert!(
+        pushed.contains(
+            "ballast_schedule_runs_total{instance=\"\",job=\"ballast\",kind=\"path\",outcome=\"succeeded\",schedule=\"files\"} 1"
+        ),
+        "{pushed}"
+    );
+    // The textfile is the classic text format: promtool reads it without a complaint.
+    let check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&textfile).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert!(!text.contains("# EOF"));
+    assert!(
+        text.contains("# TYPE ballast_schedule_runs_total counter"),
+        "{text}"
+    );
+
+    // A failed job: its exit code, its count, and its own group in the Pushgateway.
+    let out = once("broken").expect_code(1);
+    assert!(out.stderr.contains("broken"), "{}", out.stderr);
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert!(
+        text.contains("ballast_schedule_runs_total{schedule=\"broken\",kind=\"etcd-snapshot\",outcome=\"failed\"} 1"),
+        "{text}"
+    );
+    let (_, pushed) = get(pg.1, "/metrics").unwrap();
+    assert!(
+        pushed.contains(
+            "ballast_schedule_runs_total{instance=\"\",job=\"ballast\",kind=\"etcd-snapshot\",outcome=\"failed\",schedule=\"broken\"} 1"
+        ),
+        "{pushed}"
+    );
+    // The files group is still there: each schedule pushes its own.
+    assert!(pushed.contains("schedule=\"files\""), "{pushed}");
+    let out = once("nightly").expect_code(1);
+    assert!(
+        out.stderr.contains("no schedule `nightly`") && out.stderr.contains("broken, files"),
+        "{}",
+        out.stderr
+    );
+}

@@ -26,6 +26,18 @@ pub struct ServerArgs {
     /// repository and job arguments), print each schedule's next runs, and exit
     #[arg(long)]
     check_config: bool,
+    /// Run this schedule's job once, as the server would (state, run record,
+    /// retention, notifications), and exit with the job's code: for a CronJob
+    #[arg(long, value_name = "SCHEDULE", conflicts_with = "check_config")]
+    once: Option<String>,
+    /// With --once: push the run's metrics to this Pushgateway (group job="ballast",
+    /// schedule=NAME)
+    #[arg(long, value_name = "URL", requires = "once")]
+    pushgateway: Option<url::Url>,
+    /// With --once: write the run's metrics to this file (the node exporter's
+    /// textfile collector), replaced atomically
+    #[arg(long, value_name = "PATH", requires = "once")]
+    textfile: Option<PathBuf>,
 }
 
 /// A job's command line as this binary would parse it.
@@ -50,6 +62,27 @@ pub fn run(g: &GlobalArgs, a: ServerArgs) -> Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(schedule) = &a.once {
+        use crate::server::state::Outcome;
+        use crate::server::Publish;
+        let mut publish = Vec::new();
+        publish.extend(a.pushgateway.map(Publish::Pushgateway));
+        publish.extend(a.textfile.map(Publish::Textfile));
+        let run = rt.block_on(crate::server::once(config, schedule, &publish))?;
+        if let Some(why) = &run.reason {
+            eprintln!(
+                "schedule {schedule} ({}) {}: {why}",
+                run.job,
+                run.outcome.name()
+            );
+        }
+        return Ok(match run.outcome {
+            Outcome::Succeeded => exit::OK,
+            Outcome::Partial => exit::PARTIAL,
+            Outcome::Skipped => exit::LOCKED,
+            Outcome::Failed | Outcome::Missed => exit::FAILURE,
+        });
+    }
     rt.block_on(crate::server::serve(config))?;
     Ok(exit::OK)
 }

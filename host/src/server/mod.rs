@@ -115,9 +115,9 @@ pub fn run_id() -> String {
     )
 }
 
-/// Runs the server until SIGTERM or SIGINT, then lets the running jobs finish
-/// (or stops them after the grace).
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// The server's shared state: the state file read (runs it died in recorded as
+/// interrupted), every series declared, the notification tasks started.
+fn open(config: Config, stop: watch::Receiver<bool>) -> anyhow::Result<Arc<Server>> {
     use anyhow::Context;
     let dir = StateDir::open(&config.state_dir).with_context(|| {
         format!(
@@ -150,15 +150,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     dir.save(&state)
         .with_context(|| format!("cannot write the state in {}", config.state_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (listen in the configuration)",
-                config.listen
-            )
-        })?;
-    let (stop_tx, stop) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
     for s in &config.schedules {
         metrics.declare(s, &state.schedules[&s.name]);
@@ -185,6 +176,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for r in &interrupted {
         server.record(r);
     }
+    Ok(server)
+}
+
+/// A stop on SIGTERM or SIGINT.
+fn on_signal() -> std::io::Result<(watch::Sender<bool>, watch::Receiver<bool>)> {
+    let (tx, rx) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let t = tx.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = t.send(true);
+    });
+    Ok((tx, rx))
+}
+
+/// Runs the server until SIGTERM or SIGINT, then lets the running jobs finish
+/// (or stops them after the grace).
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (listen in the configuration)",
+                config.listen
+            )
+        })?;
+    let (stop_tx, stop) = on_signal()?;
+    let server = open(config, stop.clone())?;
     tracing::info!(
         "ballast server: {} schedules, listening on {}",
         server.config.schedules.len(),
@@ -196,20 +219,117 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for s in server.config.schedules.clone() {
         tasks.push(tokio::spawn(scheduler::run(server.clone(), s)));
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut stopped = stop;
+    while !*stopped.borrow_and_update() {
+        if stopped.changed().await.is_err() {
+            break;
+        }
     }
     tracing::info!(
         "stopping: running jobs get {:?} to finish",
         server.config.shutdown_grace
     );
-    let _ = stop_tx.send(true);
+    drop(stop_tx);
     for t in tasks {
         let _ = t.await;
     }
     probe.abort();
     http.abort();
     Ok(())
+}
+
+/// Where a one-shot run's metrics go.
+pub enum Publish {
+    /// A Pushgateway's base URL: the run's series replace the group
+    /// `job="ballast", schedule=NAME`.
+    Pushgateway(url::Url),
+    /// A file for the node exporter's textfile collector, replaced atomically.
+    Textfile(std::path::PathBuf),
+}
+
+/// Runs one schedule's job once, as the server would (state, run record,
+/// retention, notifications), and publishes its metrics: for a CronJob.
+pub async fn once(
+    mut config: Config,
+    schedule: &str,
+    publish: &[Publish],
+) -> anyhow::Result<RunRecord> {
+    use anyhow::Context;
+    let s = config
+        .schedules
+        .iter()
+        .find(|s| s.name == schedule)
+        .cloned()
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.schedules.iter().map(|s| s.name.as_str()).collect();
+            anyhow::anyhow!(
+                "no schedule `{schedule}` in the configuration (schedules: {})",
+                names.join(", ")
+            )
+        })?;
+    if s.timing.is_none() {
+        anyhow::bail!(
+            "schedule `{schedule}` is an etcd capture, which is kept running: run `ballast server` (or `ballast etcd watch`)"
+        );
+    }
+    // Only this schedule's series, and only its repository's.
+    config.schedules.retain(|x| x.name == schedule);
+    config.repositories.retain(|r| r.name == s.repository.name);
+    let (_stop_tx, stop) = on_signal()?;
+    let server = open(config, stop)?;
+    scheduler::one_run(&server, &s, None).await;
+    let record = server.state.lock().unwrap().schedules[schedule]
+        .last_run
+        .clone()
+        .expect("a run records itself");
+    // The newest success as the repository knows it: a failed run in a pod with no
+    // state volume must not push "never succeeded".
+    probe::probe(&server, &s.repository).await;
+    server
+        .notifier
+        .finish(std::time::Duration::from_secs(30))
+        .await;
+    let text = metrics::classic_text(&server.metrics.encode());
+    for p in publish {
+        match p {
+            Publish::Textfile(path) => {
+                let tmp = path.with_extension("ballast-tmp");
+                std::fs::write(&tmp, &text)
+                    .and_then(|_| std::fs::rename(&tmp, path))
+                    .with_context(|| format!("cannot write the metrics to {}", path.display()))?;
+            }
+            Publish::Pushgateway(base) => {
+                let url = format!(
+                    "{}/metrics/job/ballast/schedule/{}",
+                    base.as_str().trim_end_matches('/'),
+                    url::form_urlencoded::byte_serialize(schedule.as_bytes()).collect::<String>()
+                );
+                let answer = reqwest::Client::new()
+                    .put(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(text.clone())
+                    .timeout(std::time::Duration::from_secs(30))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => anyhow::bail!(
+                        "the Pushgateway at {} answered {} to the metrics",
+                        base.host_str().unwrap_or_default(),
+                        r.status()
+                    ),
+                    Err(e) => anyhow::bail!(
+                        "cannot push the metrics to the Pushgateway at {}: {}",
+                        base.host_str().unwrap_or_default(),
+                        if e.is_timeout() {
+                            "timed out"
+                        } else {
+                            "cannot connect"
+                        }
+                    ),
+                }
+            }
+        }
+    }
+    Ok(record)
 }

@@ -227,9 +227,9 @@ pub struct Message {
 }
 
 /// The handle the scheduler sends records to.
-#[derive(Clone)]
 pub struct Notifier {
-    queues: Vec<(Sink, mpsc::Sender<Arc<Message>>)>,
+    queues: std::sync::Mutex<Vec<(Sink, mpsc::Sender<Arc<Message>>)>>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// Messages waiting per sink; more are dropped (and counted as failures).
@@ -251,12 +251,13 @@ impl Notifier {
             .build()
             .expect("an HTTP client");
         let mut queues = Vec::new();
+        let mut tasks = Vec::new();
         for sink in sinks {
             let (tx, mut rx) = mpsc::channel::<Arc<Message>>(QUEUE);
             let s = sink.clone();
             let client = client.clone();
             let counts = counts.clone();
-            tokio::spawn(async move {
+            tasks.push(tokio::spawn(async move {
                 while let Some(m) = rx.recv().await {
                     if deliver(&client, &s, &m).await {
                         counts.sent(&s.name);
@@ -264,16 +265,27 @@ impl Notifier {
                         counts.failed(&s.name);
                     }
                 }
-            });
+            }));
             queues.push((sink.clone(), tx));
         }
-        Notifier { queues }
+        Notifier {
+            queues: std::sync::Mutex::new(queues),
+            tasks: Arc::new(std::sync::Mutex::new(tasks)),
+        }
+    }
+
+    /// Sends what is queued (each message with its retries, at most `limit` in
+    /// all), then stops: the end of a one-shot run.
+    pub async fn finish(&self, limit: Duration) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
+        self.queues.lock().unwrap().clear();
+        let _ = tokio::time::timeout(limit, futures::future::join_all(tasks)).await;
     }
 
     /// Queues a record for the sinks that asked for its outcome; never waits.
     pub fn send(&self, names: &[String], m: Message, counts: &dyn Counts) {
         let m = Arc::new(m);
-        for (sink, tx) in &self.queues {
+        for (sink, tx) in self.queues.lock().unwrap().iter() {
             if !names.contains(&sink.name) || !sink.on.contains(&m.record.outcome) {
                 continue;
             }

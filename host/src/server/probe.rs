@@ -27,7 +27,8 @@ pub async fn run(server: Arc<Server>) {
     }
 }
 
-async fn probe(server: &Server, repo: &super::config::Repository) {
+/// Lists one repository and sets its gauges.
+pub async fn probe(server: &Server, repo: &super::config::Repository) {
     let labels = Repo {
         repository: repo.name.clone(),
     };

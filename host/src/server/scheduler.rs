@@ -170,7 +170,7 @@ async fn cron_loop(server: Arc<Server>, s: Schedule) {
 }
 
 /// Runs the job once and records it; after a success, its retention.
-async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>) -> Outcome {
+pub async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>) -> Outcome {
     let labels = sched(s);
     let job = s.job.kind.name();
     let started = Timestamp::now();
