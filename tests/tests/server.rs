@@ -940,3 +940,59 @@ fn a_one_shot_run_pushes_its_metrics_and_exits_with_the_job_s_code() {
         out.stderr
     );
 }
+
+#[test]
+fn a_kept_running_capture_reports_its_revision_and_lag_and_stops_cleanly() {
+    let etcd = ballast_tests::etcd::Etcd::start();
+    etcd.load("/registry/configmaps/default/", 50, 100);
+    let (env, password, _data) = setup();
+    let state = env.path("state");
+    let port = free_port();
+    let config = format!(
+        "{}schedules:\n  capture:\n    job: etcd-capture\n    repository: main\n    rpo: 2m\n    \
+         args: [--endpoints, \"{}\", --segment-interval, 1s]\n",
+        header(&env, &password, &state, port),
+        etcd.endpoint
+    );
+    let mut server = Server::start(&env, &config, &state, port);
+    let labels = [("schedule", "capture"), ("kind", "etcd-capture")];
+    let first = server.scrape().unwrap();
+    assert_eq!(
+        value(&first, &series("ballast_capture_rpo_seconds", &labels)),
+        Some(120.0)
+    );
+    etcd.put("/registry/namespaces/late", "{}");
+    let revision = etcd.revision();
+    let done = server.wait_for("the capture to store the newest revision", |s| {
+        value(s, &series("ballast_capture_revision", &labels)).unwrap_or(0.0) >= revision as f64
+    });
+    assert_eq!(
+        value(&done, &series("ballast_capture_up", &labels)),
+        Some(1.0)
+    );
+    assert!(
+        value(
+            &done,
+            &series("ballast_capture_last_segment_timestamp_seconds", &labels)
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    let lag = value(&done, &series("ballast_capture_lag_seconds", &labels)).unwrap();
+    assert!((0.0..120.0).contains(&lag), "lag {lag}");
+    assert_eq!(
+        value(&done, &series("ballast_capture_restarts_total", &labels)),
+        Some(0.0)
+    );
+    // SIGTERM: the capture writes its last segment and ends cleanly.
+    assert_eq!(server.stop(), 0);
+    let records = server.records();
+    let last = records.last().expect("the capture's run record");
+    assert_eq!(last["outcome"], "succeeded", "{last}");
+    assert!(env
+        .json(&["snapshots", "--tag", "schedule=capture"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["snapshot"]["source"]["kind"] == "etcd-delta"));
+}

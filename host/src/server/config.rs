@@ -81,6 +81,9 @@ pub struct ScheduleFile {
     /// The notification sinks told of this schedule's runs.
     #[serde(default)]
     pub notify: Vec<String>,
+    /// For etcd-capture: the recovery point objective, the longest a change may
+    /// wait before it is stored (what the lag alert compares with); default 5m.
+    pub rpo: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -139,6 +142,8 @@ pub struct Schedule {
     pub retention: Option<Retention>,
     pub timeout: Option<Duration>,
     pub notify: Vec<String>,
+    /// For a capture: its recovery point objective.
+    pub rpo: Option<Duration>,
 }
 
 impl Schedule {
@@ -361,6 +366,19 @@ fn schedule(
             .map_err(|e| problems.push(format!("{at}: {e}")))
             .ok(),
     };
+    let rpo = match (kind, s.rpo.as_deref()) {
+        (Some(JobKind::EtcdCapture), r) => Some(duration(
+            &format!("{at}: rpo"),
+            r,
+            Duration::from_secs(300),
+            problems,
+        )),
+        (_, Some(_)) => {
+            problems.push(format!("{at}: rpo is for etcd-capture jobs: remove it"));
+            None
+        }
+        (_, None) => None,
+    };
     let timeout = s
         .timeout
         .as_deref()
@@ -399,6 +417,7 @@ fn schedule(
         retention: s.retention.clone(),
         timeout,
         notify: s.notify.clone(),
+        rpo,
     })
 }
 

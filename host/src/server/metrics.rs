@@ -71,6 +71,11 @@ pub struct Metrics {
     pub bytes_added: Family<Sched, Counter>,
     pub capture_up: Family<Sched, Gauge>,
     pub capture_restarts: Family<Sched, Counter>,
+    pub capture_last_segment: Family<Sched, FGauge>,
+    pub capture_lag: Family<Sched, FGauge>,
+    pub capture_revision: Family<Sched, Gauge>,
+    pub capture_rpo: Family<Sched, FGauge>,
+    pub repository_size: Family<Repo, Gauge>,
     pub repository_up: Family<Repo, Gauge>,
     pub repository_snapshots: Family<Repo, Gauge>,
     pub repository_last_probe: Family<Repo, FGauge>,
@@ -108,6 +113,11 @@ impl Metrics {
             bytes_added: family!("ballast_schedule_added_bytes", "Bytes the schedule's backups added to the repository (compressed, encrypted)"),
             capture_up: family!("ballast_capture_up", "1 while an etcd capture is running"),
             capture_restarts: family!("ballast_capture_restarts", "Times an etcd capture ended and was started again"),
+            capture_last_segment: family!("ballast_capture_last_segment_timestamp_seconds", "When the capture last stored a segment (it stores one at least every heartbeat, changes or not); 0 before the first"),
+            capture_lag: family!("ballast_capture_lag_seconds", "How old the oldest change of the newest stored segment was when it was stored"),
+            capture_revision: family!("ballast_capture_revision", "The newest etcd revision the capture has stored"),
+            capture_rpo: family!("ballast_capture_rpo_seconds", "The schedule's recovery point objective: the most changes may wait before they are stored"),
+            repository_size: family!("ballast_repository_size_bytes", "Bytes of packs in the repository at the newest listing"),
             repository_up: family!("ballast_repository_up", "1 if the newest listing of the repository succeeded"),
             repository_snapshots: family!("ballast_repository_snapshots", "Snapshots in the repository at the newest listing"),
             repository_last_probe: family!("ballast_repository_last_probe_timestamp_seconds", "When the repository was last listed"),
@@ -187,6 +197,12 @@ impl Metrics {
             }
             None => {
                 self.capture_up.get_or_create(&sched).set(0);
+                let _ = self.capture_last_segment.get_or_create(&sched);
+                let _ = self.capture_lag.get_or_create(&sched);
+                let _ = self.capture_revision.get_or_create(&sched);
+                self.capture_rpo
+                    .get_or_create(&sched)
+                    .set(s.rpo.unwrap_or_default().as_secs_f64());
                 self.capture_restarts
                     .get_or_create(&sched)
                     .inc_by(st.counts.get("restarts").copied().unwrap_or(0));
@@ -199,6 +215,7 @@ impl Metrics {
             repository: name.to_string(),
         };
         let _ = self.repository_up.get_or_create(&r);
+        let _ = self.repository_size.get_or_create(&r);
         let _ = self.repository_snapshots.get_or_create(&r);
         let _ = self.repository_last_probe.get_or_create(&r);
     }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -85,6 +85,9 @@ impl Finished {
     }
 }
 
+/// What is called with each line a job prints.
+pub type OnLine = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// How the child is reached and stopped.
 #[derive(Clone)]
 pub struct Runner {
@@ -113,7 +116,20 @@ impl Runner {
         repo: &Repository,
         argv: &[String],
         timeout: Option<Duration>,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<Finished> {
+        self.run_streaming(repo, argv, timeout, stop, None).await
+    }
+
+    /// As [`Runner::run`], with each line of the job's output handed to `on_line`
+    /// as it comes (a capture's `--json` events); the output kept is its last line.
+    pub async fn run_streaming(
+        &self,
+        repo: &Repository,
+        argv: &[String],
+        timeout: Option<Duration>,
         mut stop: watch::Receiver<bool>,
+        on_line: Option<OnLine>,
     ) -> std::io::Result<Finished> {
         let mut cmd = Command::new(&self.program);
         for o in &repo.options {
@@ -144,7 +160,18 @@ impl Runner {
         let mut stderr = child.stderr.take().expect("piped");
         let out = tokio::spawn(async move {
             let mut buf = Vec::new();
-            let _ = stdout.read_to_end(&mut buf).await;
+            match on_line {
+                None => {
+                    let _ = stdout.read_to_end(&mut buf).await;
+                }
+                Some(f) => {
+                    let mut lines = tokio::io::BufReader::new(stdout).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        f(&line);
+                        buf = line.into_bytes();
+                    }
+                }
+            }
             buf
         });
         let err = tokio::spawn(async move {

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use super::config::Schedule;
 use super::metrics::{sched, seconds};
-use super::runner::{Finished, Stop};
+use super::runner::{Finished, OnLine, Stop};
 use super::state::{Outcome, RunRecord};
 use super::{run_id, Server};
 
@@ -171,6 +171,16 @@ async fn cron_loop(server: Arc<Server>, s: Schedule) {
 
 /// Runs the job once and records it; after a success, its retention.
 pub async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timestamp>) -> Outcome {
+    run_with(server, s, scheduled_for, None).await
+}
+
+/// Runs the job once (its output lines to `on_line`) and records it.
+async fn run_with(
+    server: &Server,
+    s: &Schedule,
+    scheduled_for: Option<Timestamp>,
+    on_line: Option<OnLine>,
+) -> Outcome {
     let labels = sched(s);
     let job = s.job.kind.name();
     let started = Timestamp::now();
@@ -201,7 +211,13 @@ pub async fn one_run(server: &Server, s: &Schedule, scheduled_for: Option<Timest
         .set(seconds(started));
     let ran = server
         .runner
-        .run(&s.repository, &s.job.argv(), s.timeout, server.stop.clone())
+        .run_streaming(
+            &s.repository,
+            &s.job.argv(),
+            s.timeout,
+            server.stop.clone(),
+            on_line,
+        )
         .await;
     let finished = Timestamp::now();
     let (result, reason, done) = match ran {
@@ -338,6 +354,34 @@ async fn retention(server: &Server, s: &Schedule, r: &super::config::Retention) 
     });
 }
 
+/// What a capture's `--json` events set: for each stored segment, when it was
+/// stored, how old its oldest change was then (the lag), and its revision.
+fn capture_events(server: &Arc<Server>, s: &Schedule) -> OnLine {
+    let server = server.clone();
+    let labels = sched(s);
+    Arc::new(move |line: &str| {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        if v["event"] != "segment" {
+            return;
+        }
+        let info = &v["info"];
+        let now = Timestamp::now();
+        let m = &server.metrics;
+        m.capture_last_segment
+            .get_or_create(&labels)
+            .set(seconds(now));
+        if let Some(start) = info["start_unix_ms"].as_i64() {
+            let lag = (now.as_millisecond() - start).max(0) as f64 / 1000.0;
+            m.capture_lag.get_or_create(&labels).set(lag);
+        }
+        if let Some(r) = info["end_revision"].as_i64() {
+            m.capture_revision.get_or_create(&labels).set(r);
+        }
+    })
+}
+
 /// The backoff after a capture's `n`th end in a row: 1 s doubling, at most 5 min.
 fn backoff(n: u32) -> Duration {
     Duration::from_secs(1u64 << n.min(8)).min(Duration::from_secs(300))
@@ -352,7 +396,7 @@ async fn keep_running(server: Arc<Server>, s: Schedule) {
     while !server.stopping() {
         let started = std::time::Instant::now();
         server.metrics.capture_up.get_or_create(&labels).set(1);
-        let result = one_run(&server, &s, None).await;
+        let result = run_with(&server, &s, None, Some(capture_events(&server, &s))).await;
         server.metrics.capture_up.get_or_create(&labels).set(0);
         if server.stopping() {
             break;
