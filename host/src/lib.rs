@@ -6,6 +6,7 @@
 //! - [`etcd`]: etcd snapshots, restore, change capture and point-in-time restore;
 //! - [`kube`]: Kubernetes objects through the API: capture, browse, diff, export;
 //! - [`plugins`]: application hooks as sandboxed WebAssembly components;
+//! - [`verify`]: `ballast verify backups`: freshness, etcd, Kubernetes, application and sampled checks;
 //! - [`server`]: `ballast server`: schedules, metrics, run records;
 //! - [`cli`]: the `ballast` command line.
 
@@ -18,3 +19,4 @@ pub mod repo;
 pub mod server;
 pub mod store;
 pub mod sysinfo;
+pub mod verify;

@@ -55,6 +55,17 @@ fn mysql_dump_verify_restore_round_trip() {
 
     let out = env.run(&["verify", "app", &id]).ok();
     assert!(out.stderr.contains("dump is complete: 2 tables"), "{out:?}");
+    // `verify backups` has the newest dump of each target checked by its plugin.
+    let v = env.json(&["verify", "backups"]);
+    let app = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "app")
+        .unwrap_or_else(|| panic!("no app finding in {v}"));
+    assert_eq!(app["subject"], "src", "{app}");
+    assert_eq!(app["severity"], "ok", "{app}");
+    assert_eq!(app["snapshot"], id.as_str(), "{app}");
 
     let out = env.run(&["restore", "app", &id, "--target", "dst"]).ok();
     assert!(out.stdout.contains("restore: ok"), "{out:?}");

@@ -16,6 +16,7 @@ mod repo;
 mod restore;
 mod server;
 mod snapshots;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -112,7 +113,7 @@ enum Command {
     Hook(plugin::HookCommand),
     /// Check a backup without restoring it
     #[command(subcommand)]
-    Verify(VerifyCommand),
+    Verify(verify::VerifyCommand),
     /// Prove a backup by restoring it into scratch space and checking what comes back
     #[command(subcommand)]
     Drill(drill::DrillCommand),
@@ -120,12 +121,6 @@ enum Command {
     Server(server::ServerArgs),
     /// Run a self-contained demonstration in a local directory
     Demo(demo::DemoArgs),
-}
-
-#[derive(Subcommand)]
-enum VerifyCommand {
-    /// Have the plugin that made an application backup check its dump
-    App(app::VerifyAppArgs),
 }
 
 /// Parses the process arguments, runs the command, and returns the exit code.
@@ -178,7 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Kube(c) => kube::run(g, c),
         Command::Plugin(c) => plugin::run(g, c),
         Command::Hook(c) => plugin::hook(g, c),
-        Command::Verify(VerifyCommand::App(a)) => app::verify(g, a),
+        Command::Verify(c) => verify::run(g, c),
         Command::Drill(c) => drill::run(g, c),
         Command::Server(a) => server::run(g, a),
         Command::Demo(a) => demo::run(g, a),

@@ -41,7 +41,7 @@ pub struct ServerArgs {
 }
 
 /// A job's command line as this binary would parse it.
-fn check_args(argv: &[String]) -> Result<(), String> {
+pub(super) fn check_args(argv: &[String]) -> Result<(), String> {
     let full = std::iter::once("ballast".to_string()).chain(argv.iter().cloned());
     match super::Cli::try_parse_from(full) {
         Ok(_) => Ok(()),
