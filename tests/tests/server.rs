@@ -996,3 +996,49 @@ fn a_kept_running_capture_reports_its_revision_and_lag_and_stops_cleanly() {
         .iter()
         .any(|s| s["snapshot"]["source"]["kind"] == "etcd-delta"));
 }
+
+#[test]
+fn a_kube_drill_sends_the_backup_with_dry_run_and_writes_nothing() {
+    let k = ballast_tests::kube::KubeEnv::new();
+    k.server.namespace("shop");
+    k.server.create(
+        "/api/v1/namespaces/shop/configmaps",
+        ballast_tests::kube::configmap("settings", "debug=false"),
+    );
+    k.backup_ok(&[]);
+    let scratch = ballast_tests::apiserver::TestApiServer::start();
+    let scratch_kc = scratch.kubeconfig(k.env.dir.path(), "scratch", None);
+    let env = &k.env;
+    let password = env.path("password");
+    std::fs::write(&password, PASSWORD).unwrap();
+    let state = env.path("state");
+    let config = format!(
+        "{}schedules:\n  drill:\n    job: kube-drill\n    cron: \"@daily\"\n    repository: main\n    \
+         args: [latest, --kubeconfig, {}]\n  \
+         same-cluster:\n    job: kube-drill\n    cron: \"@daily\"\n    repository: main\n    \
+         args: [latest, --kubeconfig, {}]\n",
+        header(env, &password, &state, free_port()),
+        scratch_kc.display(),
+        k.kubeconfig.display()
+    );
+    let file = env.path("server.yaml");
+    std::fs::write(&file, config).unwrap();
+    let once = |s: &str| env.run(&["server", "--config", file.to_str().unwrap(), "--once", s]);
+    once("drill").ok();
+    // Nothing was written to the scratch cluster.
+    let (_, cms) = scratch.call("GET", "/api/v1/namespaces/shop/configmaps", None);
+    assert!(
+        cms["items"].as_array().is_none_or(|i| i.is_empty()),
+        "a dry run wrote {cms}"
+    );
+    // Into the cluster it came from, every object exists: skipped, so partial.
+    once("same-cluster").expect_code(3);
+    let records: Vec<Value> = std::fs::read_to_string(state.join("runs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records[0]["job"], "kube-drill");
+    assert_eq!(records[0]["outcome"], "succeeded");
+    assert_eq!(records[1]["outcome"], "partial");
+}

@@ -59,7 +59,8 @@ pub struct RepositoryFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleFile {
-    /// What runs: etcd-snapshot, etcd-capture, path, app, kube, prune, check, drill.
+    /// What runs: etcd-snapshot, etcd-capture, path, app, kube, prune, check,
+    /// etcd-drill, kube-drill.
     pub job: String,
     /// When: a cron expression of five fields, `@hourly`, `@daily`, `@weekly`,
     /// `@monthly`, or their `-random` forms. Not given for etcd-capture, which is

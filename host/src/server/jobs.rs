@@ -23,10 +23,13 @@ pub enum JobKind {
     /// `ballast repo check`
     Check,
     /// `ballast drill etcd`: the newest etcd snapshot restored and served.
-    Drill,
+    EtcdDrill,
+    /// `ballast restore kube --dry-run`: a Kubernetes backup sent to a cluster
+    /// with `dryRun=All`, nothing written.
+    KubeDrill,
 }
 
-const KINDS: [(&str, JobKind); 8] = [
+const KINDS: [(&str, JobKind); 9] = [
     ("etcd-snapshot", JobKind::EtcdSnapshot),
     ("etcd-capture", JobKind::EtcdCapture),
     ("path", JobKind::Path),
@@ -34,7 +37,8 @@ const KINDS: [(&str, JobKind); 8] = [
     ("kube", JobKind::Kube),
     ("prune", JobKind::Prune),
     ("check", JobKind::Check),
-    ("drill", JobKind::Drill),
+    ("etcd-drill", JobKind::EtcdDrill),
+    ("kube-drill", JobKind::KubeDrill),
 ];
 
 impl JobKind {
@@ -67,14 +71,18 @@ impl JobKind {
             JobKind::Kube => &["backup", "kube"],
             JobKind::Prune => &["repo", "prune"],
             JobKind::Check => &["repo", "check"],
-            JobKind::Drill => &["drill", "etcd"],
+            JobKind::EtcdDrill => &["drill", "etcd"],
+            JobKind::KubeDrill => &["restore", "kube", "--dry-run"],
         }
     }
 
     /// Whether its runs are snapshots (tagged, kept by a retention policy, and
     /// counted by the newest-backup gauge).
     pub fn makes_snapshots(self) -> bool {
-        !matches!(self, JobKind::Prune | JobKind::Check | JobKind::Drill)
+        !matches!(
+            self,
+            JobKind::Prune | JobKind::Check | JobKind::EtcdDrill | JobKind::KubeDrill
+        )
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::config::Schedule;
+use super::jobs::JobKind;
 use super::metrics::{sched, seconds};
 use super::runner::{Finished, OnLine, Stop};
 use super::state::{Outcome, RunRecord};
@@ -221,7 +222,13 @@ async fn run_with(
         .await;
     let finished = Timestamp::now();
     let (result, reason, done) = match ran {
-        Ok(f) => (verdict(&f), reason_of(&f), Some(f)),
+        Ok(f) => {
+            let (v, why) = match s.job.kind {
+                JobKind::KubeDrill => kube_drill(&f),
+                _ => (verdict(&f), reason_of(&f)),
+            };
+            (v, why, Some(f))
+        }
         Err(e) => (
             Outcome::Failed,
             Some(format!(
@@ -289,6 +296,43 @@ fn count_key(prefix: &str, o: Outcome) -> String {
     match o {
         Outcome::Skipped => format!("{prefix}skipped:locked"),
         o => format!("{prefix}{}", o.name()),
+    }
+}
+
+/// A Kubernetes drill's verdict from its report: an object the server would refuse
+/// (or that was not tried) fails it; objects that exist already (skipped) make it
+/// partial, since they were not tried; objects deferred for what the restore makes
+/// first (their namespace) are what a dry run into an empty cluster reports.
+fn kube_drill(f: &Finished) -> (Outcome, Option<String>) {
+    let n = |k: &str| {
+        f.output
+            .as_ref()
+            .and_then(|o| o["counts"][k].as_u64())
+            .unwrap_or(0)
+    };
+    match (f.stopped, f.exit_code, f.output.is_some()) {
+        (None, Some(0 | 3), true) if n("failed") + n("not_attempted") == 0 => {
+            if n("skipped") > 0 {
+                (
+                    Outcome::Partial,
+                    Some(format!(
+                        "{} objects exist in the target already and were not tried: drill into a cluster that does not hold them",
+                        n("skipped")
+                    )),
+                )
+            } else {
+                (Outcome::Succeeded, None)
+            }
+        }
+        (None, Some(_), true) if n("failed") > 0 => (
+            Outcome::Failed,
+            Some(format!(
+                "{} objects would be refused: {}",
+                n("failed"),
+                f.error()
+            )),
+        ),
+        _ => (Outcome::Failed, Some(f.error())),
     }
 }
 
