@@ -168,7 +168,17 @@ fn tagged(env: &Env, schedule: &str) -> Vec<Value> {
 #[test]
 fn check_config_accepts_the_shipped_file_and_names_every_mistake() {
     let env = Env::local();
-    let shipped = root().join("host/deploy/kubernetes/server.yaml");
+    // The shipped file, with its secret's path (a Secret's mount) pointing here.
+    let secret = env.path("password");
+    std::fs::write(&secret, PASSWORD).unwrap();
+    let shipped = env.path("shipped.yaml");
+    std::fs::write(
+        &shipped,
+        std::fs::read_to_string(root().join("host/deploy/kubernetes/server.yaml"))
+            .unwrap()
+            .replace("/etc/ballast/secret/password", secret.to_str().unwrap()),
+    )
+    .unwrap();
     let out = env
         .run(&[
             "server",
@@ -202,7 +212,7 @@ fn check_config_accepts_the_shipped_file_and_names_every_mistake() {
     let bad = env.path("bad.yaml");
     std::fs::write(
         &bad,
-        "repositories:\n  main: {location: /srv, password_file: /p}\n\
+        "repositories:\n  main: {location: /srv, password_file: /dev/null}\n\
          schedules:\n  a: {job: path, cron: \"@daily\", repository: main, args: [/data, --no-such-flag]}\n  \
          b: {job: path, cron: \"0 25 * * *\", repository: main, args: [/data]}\n  \
          c: {job: tape, cron: \"@daily\", repository: main}\n  \

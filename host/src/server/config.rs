@@ -249,7 +249,16 @@ impl Config {
                 (Some(_), Some(_)) => problems.push(format!(
                     "repository `{name}`: give password_file or key_file, not both"
                 )),
-                _ => {}
+                (Some(f), None) | (None, Some(f)) => {
+                    // Opened, not read: a mistake is found now, and the secret never
+                    // reaches a message.
+                    if let Err(e) = std::fs::File::open(f) {
+                        problems.push(format!(
+                            "repository `{name}`: cannot open {}: {e}",
+                            f.display()
+                        ));
+                    }
+                }
             }
             if r.location.trim().is_empty() {
                 problems.push(format!("repository `{name}`: location is empty"));
@@ -436,7 +445,7 @@ listen: 127.0.0.1:0
 repositories:
   main:
     location: /srv/backups
-    password_file: /etc/ballast/password
+    password_file: /dev/null
 schedules:
   etcd:
     job: etcd-snapshot
@@ -473,7 +482,7 @@ schedules:
     fn every_mistake_is_named_at_once() {
         let bad = r#"
 repositories:
-  main: {location: /srv, password_file: /p}
+  main: {location: /srv, password_file: /dev/null}
 schedules:
   a: {job: etcd-snapshot, cron: "61 * * * *", repository: main}
   b: {job: tape, cron: "@daily", repository: main}
@@ -514,8 +523,8 @@ schedules:
     #[test]
     fn credentials_in_store_options_are_refused_without_their_value() {
         let bad = GOOD.replace(
-            "password_file: /etc/ballast/password",
-            "password_file: /etc/ballast/password\n    options: [aws_secret_access_key=hunter2, region=eu-west-1]",
+            "password_file: /dev/null",
+            "password_file: /dev/null\n    options: [aws_secret_access_key=hunter2, region=eu-west-1]",
         );
         let e = Config::parse("server.yaml", &bad, &any_args).unwrap_err();
         assert!(e.to_string().contains("aws_secret_access_key"), "{e}");
@@ -524,8 +533,22 @@ schedules:
     }
 
     #[test]
+    fn a_missing_password_file_is_named() {
+        let bad = GOOD.replace(
+            "password_file: /dev/null",
+            "password_file: /etc/ballast/nowhere",
+        );
+        let e = Config::parse("server.yaml", &bad, &any_args).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("repository `main`: cannot open /etc/ballast/nowhere"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_secret_is_named_by_a_file_only() {
-        let bad = GOOD.replace("password_file: /etc/ballast/password", "password: hunter2");
+        let bad = GOOD.replace("password_file: /dev/null", "password: hunter2");
         let e = Config::parse("server.yaml", &bad, &any_args).unwrap_err();
         assert!(e.to_string().contains("password"), "{e}");
         assert!(!e.to_string().contains("hunter2"), "{e}");
