@@ -198,11 +198,19 @@ fn check_config_accepts_the_shipped_file_and_names_every_mistake() {
         .collect();
     assert_eq!(
         names,
-        ["check", "cluster-objects", "etcd", "etcd-drill", "prune"]
+        [
+            "check",
+            "cluster-objects",
+            "etcd",
+            "etcd-capture",
+            "etcd-drill",
+            "prune",
+            "shop-db"
+        ]
     );
     let etcd = &v["schedules"][2];
     assert!(etcd["next_run"].is_string(), "{etcd}");
-    assert_eq!(etcd["expected_interval_seconds"], 3600);
+    assert_eq!(etcd["expected_interval_seconds"], 6 * 3600);
     assert!(etcd["command"]
         .as_array()
         .unwrap()
