@@ -78,3 +78,53 @@ fn a_drill_of_an_etcd_3_4_snapshot() {
 fn a_drill_of_an_etcd_3_5_snapshot() {
     drill_passes_and_leaves_nothing(Version::V3_5);
 }
+
+#[test]
+fn a_drill_stopped_by_sigterm_kills_its_member_and_removes_its_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    let etcd = Etcd::start();
+    etcd.load("/registry/secrets/default/", 20, 100);
+    let env = Env::init_local();
+    env.json(&["etcd", "snapshot", "--endpoints", &etcd.endpoint]);
+    // An "etcd" that never answers: the drill waits for it until stopped.
+    let fake = env.path("etcd-that-hangs");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 300\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scratch = env.path("scratch");
+    let mut child = env
+        .cmd(&[
+            "drill",
+            "etcd",
+            "--etcd",
+            fake.to_str().unwrap(),
+            "--etcdutl",
+            &Version::V3_4.restore_tool(),
+            "--scratch",
+            scratch.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    // Wait until the database copy and the member's directory are there.
+    let start = std::time::Instant::now();
+    let member = loop {
+        let found = std::fs::read_dir(&scratch)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("member"))
+            .find(|p| p.exists());
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(start.elapsed().as_secs() < 60, "the drill never laid out its member");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(!member.exists(), "the restored member is left behind");
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "scratch left behind");
+}

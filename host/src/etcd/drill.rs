@@ -53,6 +53,84 @@ impl DrillReport {
     }
 }
 
+/// What a signal must undo: a drill's scratch directory holds plaintext copies of
+/// the whole database (every Secret of the cluster), and its etcd serves them.
+#[derive(Default)]
+struct Undo {
+    scratch: Option<PathBuf>,
+    etcd: Option<u32>,
+}
+
+static UNDO: std::sync::Mutex<Undo> = std::sync::Mutex::new(Undo {
+    scratch: None,
+    etcd: None,
+});
+
+/// On SIGTERM or SIGINT (a server's timeout or shutdown, Ctrl-C): the member is
+/// killed and the scratch directory removed before the process ends, as a normal
+/// end would.
+fn undo_on_signal() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::thread::spawn(|| {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                let undo = UNDO.lock().unwrap();
+                if let Some(pid) = undo.etcd {
+                    // SAFETY: kill(2) on the drill's own etcd child.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    }
+                }
+                if let Some(dir) = &undo.scratch {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                eprintln!(
+                    "error: the drill was stopped by a signal; its scratch directory is removed"
+                );
+                std::process::exit(143);
+            });
+        });
+    });
+}
+
+/// Scratch directories of drills that ended without cleaning up (a SIGKILL): the
+/// database copies they hold are removed when older than a day.
+fn remove_stale(scratch: &Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(86_400));
+        if stale
+            && e.file_name()
+                .to_string_lossy()
+                .starts_with("ballast-drill-")
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// The etcd member of a drill, stopped (and reaped) when dropped.
 struct Served(Child);
 
@@ -60,6 +138,16 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        UNDO.lock().unwrap().etcd = None;
+    }
+}
+
+/// The scratch directory, removed when dropped (and by a signal before then).
+struct Scratch(tempfile::TempDir);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        UNDO.lock().unwrap().scratch = None;
     }
 }
 
@@ -101,6 +189,7 @@ fn serve(etcd: &Path, member: &Member, client: &str, log: &Path) -> Result<Serve
                 etcd.display()
             ))
         })?;
+    UNDO.lock().unwrap().etcd = Some(child.id());
     Ok(Served(child))
 }
 
@@ -122,15 +211,26 @@ pub fn drill(
     let start = Instant::now();
     std::fs::create_dir_all(&opts.scratch)
         .map_err(|e| EtcdError::Restore(format!("{}: {e}", opts.scratch.display())))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("ballast-drill-")
-        .tempdir_in(&opts.scratch)
-        .map_err(|e| EtcdError::Restore(format!("{}: {e}", opts.scratch.display())))?;
-    let db = Database::exported(scratch.path(), repo, snap)?;
-    let (client_port, peer_port) = (free_port()?, free_port()?);
+    undo_on_signal();
+    remove_stale(&opts.scratch);
+    let scratch = Scratch(
+        tempfile::Builder::new()
+            .prefix("ballast-drill-")
+            .tempdir_in(&opts.scratch)
+            .map_err(|e| EtcdError::Restore(format!("{}: {e}", opts.scratch.display())))?,
+    );
+    UNDO.lock().unwrap().scratch = Some(scratch.0.path().to_path_buf());
+    let db = Database::exported(scratch.0.path(), repo, snap)?;
+    let client_port = free_port()?;
+    let peer_port = loop {
+        let p = free_port()?;
+        if p != client_port {
+            break p;
+        }
+    };
     let member = Member {
         name: "drill".into(),
-        data_dir: scratch.path().join("member"),
+        data_dir: scratch.0.path().join("member"),
         peer_urls: format!("http://127.0.0.1:{peer_port}"),
     };
     let plan = Plan {
@@ -144,8 +244,8 @@ pub fn drill(
     let restored = restore::restore(&db, &plan, 0)?;
     drop(db);
     let client_url = format!("http://127.0.0.1:{client_port}");
-    let log = scratch.path().join("etcd.log");
-    let _served = serve(&opts.etcd, &member, &client_url, &log)?;
+    let log = scratch.0.path().join("etcd.log");
+    let mut served = serve(&opts.etcd, &member, &client_url, &log)?;
     let connect = EtcdOptions {
         endpoints: vec![client_url.clone()],
         ..Default::default()
@@ -176,11 +276,16 @@ pub fn drill(
                     .map_err(|e| EtcdError::Restore(e.to_string()))?;
                 Ok::<_, EtcdError>((status, count))
             };
-            match answer.await {
+            let answer = async {
+            tokio::time::timeout(Duration::from_secs(5), answer)
+                .await
+                .unwrap_or_else(|_| Err(EtcdError::Restore("no answer within 5s".into())))
+        };
+        match answer.await {
                 Ok(a) => break Ok(a),
-                Err(e) if Instant::now() >= deadline => {
+                Err(e) if Instant::now() >= deadline || matches!(served.0.try_wait(), Ok(Some(_))) => {
                     break Err(EtcdError::Restore(format!(
-                        "the restored member did not answer within {:?} ({e}); its log ends:\n{}",
+                        "the restored member did not answer within {:?}, or ended ({e}); its log ends:\n{}",
                         opts.timeout,
                         tail(&log)
                     )))

@@ -101,7 +101,7 @@ pub fn open(keys: &Keys, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>, BlobErro
     OPENER.with(|o| {
         let mut o = o.borrow_mut();
         let plain = o.open(keys, id, sealed).map(<[u8]>::to_vec);
-        o.shrink();
+        o.forget();
         plain
     })
 }
@@ -125,13 +125,16 @@ impl Default for Opener {
 }
 
 impl Opener {
-    /// Gives back buffers a large blob grew past 1 MiB (a thread's opener lives as
-    /// long as the thread).
-    fn shrink(&mut self) {
+    /// Zeroes the plaintext it held, and gives back buffers a large blob grew past
+    /// 1 MiB (a thread's opener lives as long as the thread: it keeps neither a
+    /// copy of a secret nor much memory).
+    fn forget(&mut self) {
+        use zeroize::Zeroize;
         const KEEP: usize = 1 << 20;
         for b in [&mut self.framed, &mut self.out] {
+            b.as_mut_slice().zeroize();
+            b.clear();
             if b.capacity() > KEEP {
-                b.clear();
                 b.shrink_to(KEEP);
             }
         }
