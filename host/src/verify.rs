@@ -34,7 +34,8 @@ pub enum Severity {
 pub struct Finding {
     /// freshness, etcd, kube, app, repository.
     pub check: &'static str,
-    /// What it is about: a schedule, a cluster, a target, the repository.
+    /// What it is about: a schedule, a cluster (etcd's cluster id, Kubernetes'
+    /// `kube-system` UID), a target, the repository.
     pub subject: String,
     pub severity: Severity,
     pub detail: String,
@@ -104,7 +105,7 @@ pub fn verify(repo: &Repository, opts: &Options) -> crate::repo::Result<Vec<Find
         s.source
             .meta
             .get("cluster")
-            .and_then(|c| c["server"].as_str())
+            .and_then(|c| c["uid"].as_str().or(c["server"].as_str()))
             .unwrap_or("unknown")
             .to_string()
     };

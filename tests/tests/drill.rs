@@ -116,7 +116,10 @@ fn a_drill_stopped_by_sigterm_kills_its_member_and_removes_its_copy() {
         if let Some(m) = found {
             break m;
         }
-        assert!(start.elapsed().as_secs() < 60, "the drill never laid out its member");
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the drill never laid out its member"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -126,5 +129,9 @@ fn a_drill_stopped_by_sigterm_kills_its_member_and_removes_its_copy() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(143));
     assert!(!member.exists(), "the restored member is left behind");
-    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "scratch left behind");
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "scratch left behind"
+    );
 }

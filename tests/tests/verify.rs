@@ -78,9 +78,11 @@ fn every_kind_of_backup_is_checked_and_the_worst_finding_sets_the_exit_code() {
     std::fs::write(
         &config,
         format!(
-            "repositories:\n  main: {{location: {}, password_file: /dev/null}}\nschedules:\n  \
+            "repositories:\n  main: {{location: {}, password_file: /dev/null}}\n  \
+             elsewhere: {{location: /srv/elsewhere, password_file: /nonexistent}}\nschedules:\n  \
              files: {{job: path, cron: \"@daily\", repository: main, args: [{d}]}}\n  \
-             other: {{job: path, cron: \"@hourly\", repository: main, args: [{d}]}}\n",
+             other: {{job: path, cron: \"@hourly\", repository: main, args: [{d}]}}\n  \
+             remote: {{job: path, cron: \"@hourly\", repository: elsewhere, args: [{d}]}}\n",
             env.repo,
             d = data.display()
         ),
@@ -108,6 +110,9 @@ fn every_kind_of_backup_is_checked_and_the_worst_finding_sets_the_exit_code() {
         of("files")
     );
     assert_eq!(of("other")["severity"], "critical");
+    // Another repository's schedule is not held against this one, and its secret
+    // file need not be here.
+    assert!(fresh.iter().all(|f| f["subject"] != "remote"), "{v:#}");
     assert!(of("other")["detail"]
         .as_str()
         .unwrap()

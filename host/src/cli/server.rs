@@ -54,7 +54,7 @@ pub(super) fn check_args(argv: &[String]) -> Result<(), String> {
 }
 
 pub fn run(g: &GlobalArgs, a: ServerArgs) -> Result<i32> {
-    let config = Config::load(&a.config, &check_args).map_err(|e| Usage(e.to_string()))?;
+    let config = Config::load(&a.config, &check_args, true).map_err(|e| Usage(e.to_string()))?;
     if a.check_config {
         return print(g, &config);
     }

@@ -36,6 +36,9 @@ pub struct BackupsArgs {
     read_data_subset: Subset,
 }
 
+/// How long a plugin may take to check one dump.
+const APP_TIMEOUT: Duration = Duration::from_secs(1800);
+
 pub fn run(g: &GlobalArgs, c: VerifyCommand) -> Result<i32> {
     match c {
         VerifyCommand::App(a) => super::app::verify(g, a),
@@ -47,12 +50,19 @@ fn backups(g: &GlobalArgs, a: BackupsArgs) -> Result<i32> {
     let schedules = match &a.config {
         None => Vec::new(),
         Some(path) => {
-            let config = crate::server::config::Config::load(path, &super::server::check_args)
-                .map_err(|e| Usage(e.to_string()))?;
+            let config =
+                crate::server::config::Config::load(path, &super::server::check_args, false)
+                    .map_err(|e| Usage(e.to_string()))?;
             let now = jiff::Timestamp::now();
+            // The schedules that write to this repository.
+            let here = g.location()?.to_string();
             config
                 .schedules
                 .iter()
+                .filter(|s| {
+                    crate::store::Location::parse(&s.repository.location)
+                        .is_ok_and(|l| l.to_string() == here)
+                })
                 .filter(|s| s.job.kind.makes_snapshots())
                 .filter_map(|s| Some((s.name.clone(), s.timing.as_ref()?.expected_interval(now))))
                 .collect()
@@ -67,29 +77,60 @@ fn backups(g: &GlobalArgs, a: BackupsArgs) -> Result<i32> {
         .iter()
         .flat_map(|o| ["-o".to_string(), o.clone()])
         .collect();
-    let repo_arg = g.repo.clone();
-    let (password_file, key_file) = (g.password_file.clone(), g.key_file.clone());
+    // The repository and its secret reach the child through its environment (only
+    // its user can read it), never on its command line; a prompted password too.
+    let mut vars: Vec<(&str, String)> = Vec::new();
+    if let Some(r) = &g.repo {
+        vars.push(("BALLAST_REPO", r.clone()));
+    }
+    match (&g.key_file, &g.password_file) {
+        (Some(k), _) => vars.push(("BALLAST_KEY_FILE", k.display().to_string())),
+        (None, Some(p)) => vars.push(("BALLAST_PASSWORD_FILE", p.display().to_string())),
+        (None, None) => {
+            if let crate::repo::keys::Secret::Password(p) = g.secret()? {
+                vars.push(("BALLAST_PASSWORD", p.to_string()));
+            }
+        }
+    }
     let verify_app = move |id: &crate::repo::snapshot::SnapshotId| -> Result<(), String> {
-        let mut cmd = std::process::Command::new(&program);
-        cmd.args(&global);
-        if let Some(r) = &repo_arg {
-            cmd.arg("--repo").arg(r);
-        }
-        if let Some(p) = &password_file {
-            cmd.arg("--password-file").arg(p);
-        }
-        if let Some(k) = &key_file {
-            cmd.arg("--key-file").arg(k);
-        }
-        let out = cmd
+        let mut child = std::process::Command::new(&program)
+            .args(&global)
             .args(["verify", "app", &id.to_string()])
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(std::process::Stdio::null())
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .map_err(|e| e.to_string())?;
-        if out.status.success() {
+        // Read as it comes: a child that fills the pipe would never end.
+        let stderr = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut text = String::new();
+                let _ = e.read_to_string(&mut text);
+                text
+            })
+        });
+        // A plugin that hangs stops this check, not the whole verification.
+        let deadline = std::time::Instant::now() + APP_TIMEOUT;
+        let status = loop {
+            match child.try_wait().map_err(|e| e.to_string())? {
+                Some(s) => break s,
+                None if std::time::Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "no verdict within {}",
+                        humantime::format_duration(APP_TIMEOUT)
+                    ));
+                }
+                None => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        if status.success() {
             return Ok(());
         }
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
         Err(err
             .lines()
             .rev()

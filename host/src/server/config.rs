@@ -202,16 +202,28 @@ fn duration(
 
 impl Config {
     /// Reads and checks a configuration file.
-    pub fn load(path: &Path, check_args: ArgsCheck<'_>) -> Result<Config, Invalid> {
+    /// `open_secrets`: whether each repository's secret file must open here (the
+    /// server's check; `verify backups` reads schedules where the secrets may not be
+    /// mounted).
+    pub fn load(
+        path: &Path,
+        check_args: ArgsCheck<'_>,
+        open_secrets: bool,
+    ) -> Result<Config, Invalid> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| Invalid {
             path: shown.clone(),
             problems: vec![format!("cannot read it: {e}")],
         })?;
-        Config::parse(&shown, &text, check_args)
+        Config::parse(&shown, &text, check_args, open_secrets)
     }
 
-    pub fn parse(path: &str, text: &str, check_args: ArgsCheck<'_>) -> Result<Config, Invalid> {
+    pub fn parse(
+        path: &str,
+        text: &str,
+        check_args: ArgsCheck<'_>,
+        open_secrets: bool,
+    ) -> Result<Config, Invalid> {
         let invalid = |problems: Vec<String>| Invalid {
             path: path.to_string(),
             problems,
@@ -249,7 +261,7 @@ impl Config {
                 (Some(_), Some(_)) => problems.push(format!(
                     "repository `{name}`: give password_file or key_file, not both"
                 )),
-                (Some(f), None) | (None, Some(f)) => {
+                (Some(f), None) | (None, Some(f)) if open_secrets => {
                     // Opened, not read: a mistake is found now, and the secret never
                     // reaches a message.
                     if let Err(e) = std::fs::File::open(f) {
@@ -259,6 +271,7 @@ impl Config {
                         ));
                     }
                 }
+                _ => {}
             }
             if r.location.trim().is_empty() {
                 problems.push(format!("repository `{name}`: location is empty"));
@@ -462,7 +475,7 @@ schedules:
 
     #[test]
     fn a_good_file_loads() {
-        let c = Config::parse("server.yaml", GOOD, &any_args).unwrap();
+        let c = Config::parse("server.yaml", GOOD, &any_args, true).unwrap();
         assert_eq!(c.schedules.len(), 2);
         let etcd = c.schedules.iter().find(|s| s.name == "etcd").unwrap();
         assert!(etcd.timing.is_some());
@@ -474,7 +487,7 @@ schedules:
     #[test]
     fn unknown_keys_are_refused_by_name() {
         let bad = GOOD.replace("timezone:", "time_zone:");
-        let e = Config::parse("server.yaml", &bad, &any_args).unwrap_err();
+        let e = Config::parse("server.yaml", &bad, &any_args, true).unwrap_err();
         assert!(e.to_string().contains("time_zone"), "{e}");
     }
 
@@ -492,7 +505,7 @@ schedules:
   f: {job: check, cron: "@daily", repository: main, retention: {keep_last: 3}}
   g: {job: path, repository: main, args: [/data]}
 "#;
-        let e = Config::parse("server.yaml", bad, &any_args).unwrap_err();
+        let e = Config::parse("server.yaml", bad, &any_args, true).unwrap_err();
         let text = e.to_string();
         for name in ["`a`", "`b`", "`c`", "`d`", "`e`", "`f`", "`g`"] {
             assert!(text.contains(&format!("schedule {name}")), "{name}: {text}");
@@ -512,7 +525,7 @@ schedules:
                 Ok(())
             }
         };
-        let e = Config::parse("server.yaml", GOOD, &refuse).unwrap_err();
+        let e = Config::parse("server.yaml", GOOD, &refuse, true).unwrap_err();
         assert!(
             e.to_string()
                 .contains("schedule `etcd`: args: unexpected argument"),
@@ -526,7 +539,7 @@ schedules:
             "password_file: /dev/null",
             "password_file: /dev/null\n    options: [aws_secret_access_key=hunter2, region=eu-west-1]",
         );
-        let e = Config::parse("server.yaml", &bad, &any_args).unwrap_err();
+        let e = Config::parse("server.yaml", &bad, &any_args, true).unwrap_err();
         assert!(e.to_string().contains("aws_secret_access_key"), "{e}");
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(e.problems.len(), 1, "{e}");
@@ -538,7 +551,7 @@ schedules:
             "password_file: /dev/null",
             "password_file: /etc/ballast/nowhere",
         );
-        let e = Config::parse("server.yaml", &bad, &any_args).unwrap_err();
+        let e = Config::parse("server.yaml", &bad, &any_args, true).unwrap_err();
         assert!(
             e.to_string()
                 .contains("repository `main`: cannot open /etc/ballast/nowhere"),
@@ -549,7 +562,7 @@ schedules:
     #[test]
     fn a_secret_is_named_by_a_file_only() {
         let bad = GOOD.replace("password_file: /dev/null", "password: hunter2");
-        let e = Config::parse("server.yaml", &bad, &any_args).unwrap_err();
+        let e = Config::parse("server.yaml", &bad, &any_args, true).unwrap_err();
         assert!(e.to_string().contains("password"), "{e}");
         assert!(!e.to_string().contains("hunter2"), "{e}");
     }
