@@ -159,9 +159,38 @@ fn the_etcd_cronjob_runs_on_the_control_plane_alone_and_never_overlaps() {
         .as_object()
         .unwrap()
         .contains_key("node-role.kubernetes.io/control-plane"));
+    assert_eq!(p["dnsPolicy"], "ClusterFirstWithHostNet");
     let mounts = p["containers"][0]["volumeMounts"].as_array().unwrap();
-    let pki = mounts.iter().find(|m| m["name"] == "etcd-pki").unwrap();
-    assert_eq!(pki["readOnly"], true);
+    let pki: Vec<&Value> = mounts
+        .iter()
+        .filter(|m| {
+            m["mountPath"]
+                .as_str()
+                .unwrap()
+                .starts_with("/etc/kubernetes/pki")
+        })
+        .collect();
+    assert_eq!(
+        pki.len(),
+        3,
+        "the CA certificate, a client certificate and its key"
+    );
+    for m in &pki {
+        assert_eq!(m["readOnly"], true, "{m}");
+        let path = m["mountPath"].as_str().unwrap();
+        assert!(
+            !path.ends_with("ca.key") && !path.contains("server") && !path.contains("peer"),
+            "{path}"
+        );
+    }
+    // Files, not the directory that holds the CA's key.
+    for v in p["volumes"].as_array().unwrap() {
+        if let Some(h) = v["hostPath"]["path"].as_str() {
+            if h.starts_with("/etc/kubernetes") {
+                assert_eq!(v["hostPath"]["type"], "File", "{v}");
+            }
+        }
+    }
     // It runs the configuration's etcd schedule once.
     let args: Vec<&str> = p["containers"][0]["args"]
         .as_array()
@@ -176,10 +205,9 @@ fn the_etcd_cronjob_runs_on_the_control_plane_alone_and_never_overlaps() {
     .unwrap();
     assert_eq!(config["schedules"]["etcd"]["job"], "etcd-snapshot");
     let certs = config["schedules"]["etcd"]["args"].to_string();
-    assert!(
-        certs.contains(pki["mountPath"].as_str().unwrap()),
-        "{certs}"
-    );
+    for m in &pki {
+        assert!(certs.contains(m["mountPath"].as_str().unwrap()), "{certs}");
+    }
 }
 
 #[test]

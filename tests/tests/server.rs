@@ -951,6 +951,23 @@ fn a_one_shot_run_pushes_its_metrics_and_exits_with_the_job_s_code() {
     );
     // The files group is still there: each schedule pushes its own.
     assert!(pushed.contains("schedule=\"files\""), "{pushed}");
+    // A Pushgateway that is down: said, but the job's outcome stands.
+    let out = env
+        .run(&[
+            "server",
+            "--config",
+            file.to_str().unwrap(),
+            "--once",
+            "files",
+            "--pushgateway",
+            "http://127.0.0.1:1",
+        ])
+        .ok();
+    assert!(
+        out.stderr.contains("warning: cannot push the metrics"),
+        "{}",
+        out.stderr
+    );
     let out = once("nightly").expect_code(1);
     assert!(
         out.stderr.contains("no schedule `nightly`") && out.stderr.contains("broken, files"),

@@ -254,7 +254,6 @@ pub async fn once(
     schedule: &str,
     publish: &[Publish],
 ) -> anyhow::Result<RunRecord> {
-    use anyhow::Context;
     let s = config
         .schedules
         .iter()
@@ -294,9 +293,14 @@ pub async fn once(
         match p {
             Publish::Textfile(path) => {
                 let tmp = path.with_extension("ballast-tmp");
-                std::fs::write(&tmp, &text)
-                    .and_then(|_| std::fs::rename(&tmp, path))
-                    .with_context(|| format!("cannot write the metrics to {}", path.display()))?;
+                if let Err(e) =
+                    std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, path))
+                {
+                    eprintln!(
+                        "warning: cannot write the metrics to {}: {e}",
+                        path.display()
+                    );
+                }
             }
             Publish::Pushgateway(base) => {
                 let url = format!(
@@ -311,16 +315,17 @@ pub async fn once(
                     .timeout(std::time::Duration::from_secs(30))
                     .send()
                     .await;
+                // The job's outcome stands: a push that fails is said, not made the
+                // run's failure (a CronJob would run the job again).
+                let host = base.host_str().unwrap_or_default();
                 match answer {
                     Ok(r) if r.status().is_success() => {}
-                    Ok(r) => anyhow::bail!(
-                        "the Pushgateway at {} answered {} to the metrics",
-                        base.host_str().unwrap_or_default(),
+                    Ok(r) => eprintln!(
+                        "warning: the Pushgateway at {host} answered {} to the metrics",
                         r.status()
                     ),
-                    Err(e) => anyhow::bail!(
-                        "cannot push the metrics to the Pushgateway at {}: {}",
-                        base.host_str().unwrap_or_default(),
+                    Err(e) => eprintln!(
+                        "warning: cannot push the metrics to the Pushgateway at {host}: {}",
                         if e.is_timeout() {
                             "timed out"
                         } else {
