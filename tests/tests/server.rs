@@ -1042,6 +1042,8 @@ fn a_kube_drill_sends_the_backup_with_dry_run_and_writes_nothing() {
     );
     k.backup_ok(&[]);
     let scratch = ballast_tests::apiserver::TestApiServer::start();
+    // The scratch cluster has the namespace: its objects are tried, not deferred.
+    scratch.namespace("shop");
     let scratch_kc = scratch.kubeconfig(k.env.dir.path(), "scratch", None);
     let env = &k.env;
     let password = env.path("password");
@@ -1061,11 +1063,8 @@ fn a_kube_drill_sends_the_backup_with_dry_run_and_writes_nothing() {
     let once = |s: &str| env.run(&["server", "--config", file.to_str().unwrap(), "--once", s]);
     once("drill").ok();
     // Nothing was written to the scratch cluster.
-    let (_, cms) = scratch.call("GET", "/api/v1/namespaces/shop/configmaps", None);
-    assert!(
-        cms["items"].as_array().is_none_or(|i| i.is_empty()),
-        "a dry run wrote {cms}"
-    );
+    let (code, cm) = scratch.call("GET", "/api/v1/namespaces/shop/configmaps/settings", None);
+    assert_eq!(code, 404, "a dry run wrote {cm}");
     // Into the cluster it came from, every object exists: skipped, so partial.
     once("same-cluster").expect_code(3);
     let records: Vec<Value> = std::fs::read_to_string(state.join("runs.jsonl"))

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub missed: Family<Sched, Counter>,
     pub last_success: Family<Sched, FGauge>,
     pub last_attempt: Family<Sched, FGauge>,
+    pub last_failure: Family<Sched, FGauge>,
     pub since: Family<Sched, FGauge>,
     pub next_run: Family<Sched, FGauge>,
     pub expected_interval: Family<Sched, FGauge>,
@@ -104,6 +105,7 @@ impl Metrics {
             missed: family!("ballast_schedule_missed_runs", "Runs due while the server was down (one catch-up run follows)"),
             last_success: family!("ballast_schedule_last_success_timestamp_seconds", "When the newest successful (or partial) run of the schedule finished; 0 if none"),
             last_attempt: family!("ballast_schedule_last_attempt_timestamp_seconds", "When the newest run of the schedule started; 0 if none"),
+            last_failure: family!("ballast_schedule_last_failure_timestamp_seconds", "When the newest failed run of the schedule finished; 0 if none"),
             since: family!("ballast_schedule_since_timestamp_seconds", "When the server first ran the schedule (what staleness counts from before a first success)"),
             next_run: family!("ballast_schedule_next_run_timestamp_seconds", "When the schedule runs next"),
             expected_interval: family!("ballast_schedule_expected_interval_seconds", "The longest time between two runs of the schedule's cron expression"),
@@ -113,8 +115,8 @@ impl Metrics {
             bytes_added: family!("ballast_schedule_added_bytes", "Bytes the schedule's backups added to the repository (compressed, encrypted)"),
             capture_up: family!("ballast_capture_up", "1 while an etcd capture is running"),
             capture_restarts: family!("ballast_capture_restarts", "Times an etcd capture ended and was started again"),
-            capture_last_segment: family!("ballast_capture_last_segment_timestamp_seconds", "When the capture last stored a segment (it stores one at least every heartbeat, changes or not); 0 before the first"),
-            capture_lag: family!("ballast_capture_lag_seconds", "How old the oldest change of the newest stored segment was when it was stored"),
+            capture_last_segment: family!("ballast_capture_last_segment_timestamp_seconds", "When the capture last stored a segment (none while etcd is quiet); 0 before the first"),
+            capture_lag: family!("ballast_capture_lag_seconds", "How old the newest change of the newest stored segment was when it was stored"),
             capture_revision: family!("ballast_capture_revision", "The newest etcd revision the capture has stored"),
             capture_rpo: family!("ballast_capture_rpo_seconds", "The schedule's recovery point objective: the most changes may wait before they are stored"),
             repository_size: family!("ballast_repository_size_bytes", "Bytes of packs in the repository at the newest listing"),
@@ -176,6 +178,9 @@ impl Metrics {
         self.last_attempt
             .get_or_create(&sched)
             .set(st.last_attempt.map(seconds).unwrap_or(0.0));
+        self.last_failure
+            .get_or_create(&sched)
+            .set(st.last_failure.map(seconds).unwrap_or(0.0));
         self.since
             .get_or_create(&sched)
             .set(st.since.map(seconds).unwrap_or(0.0));

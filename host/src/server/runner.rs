@@ -165,10 +165,20 @@ impl Runner {
                     let _ = stdout.read_to_end(&mut buf).await;
                 }
                 Some(f) => {
-                    let mut lines = tokio::io::BufReader::new(stdout).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        f(&line);
-                        buf = line.into_bytes();
+                    // Bytes up to each newline, whatever they hold: a line that is not
+                    // UTF-8 must not stop the reading (the job would block on a full
+                    // pipe).
+                    let mut reader = tokio::io::BufReader::new(stdout);
+                    let mut line = Vec::new();
+                    loop {
+                        line.clear();
+                        match reader.read_until(b'\n', &mut line).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {
+                                f(String::from_utf8_lossy(&line).trim_end());
+                                buf.clone_from(&line);
+                            }
+                        }
                     }
                 }
             }

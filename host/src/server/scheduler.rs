@@ -254,6 +254,9 @@ async fn run_with(
         if succeeded {
             st.last_success = Some(finished);
         }
+        if result == Outcome::Failed {
+            st.last_failure = Some(finished);
+        }
         st.running = None;
         st.last_run = Some(record.clone());
     });
@@ -281,6 +284,13 @@ async fn run_with(
             .get_or_create(&labels)
             .set(seconds(finished));
     }
+    if result == Outcome::Failed {
+        server
+            .metrics
+            .last_failure
+            .get_or_create(&labels)
+            .set(seconds(finished));
+    }
     server.record(&record);
     if succeeded && !server.stopping() {
         if let Some(r) = &s.retention {
@@ -299,10 +309,9 @@ fn count_key(prefix: &str, o: Outcome) -> String {
     }
 }
 
-/// A Kubernetes drill's verdict from its report: an object the server would refuse
-/// (or that was not tried) fails it; objects that exist already (skipped) make it
-/// partial, since they were not tried; objects deferred for what the restore makes
-/// first (their namespace) are what a dry run into an empty cluster reports.
+/// A Kubernetes drill's verdict from its report: an object the server would refuse,
+/// or none tried at all, fails it; objects not tried (deferred for a namespace or CRD
+/// the target lacks, or skipped as they exist) make it partial.
 fn kube_drill(f: &Finished) -> (Outcome, Option<String>) {
     let n = |k: &str| {
         f.output
@@ -310,9 +319,26 @@ fn kube_drill(f: &Finished) -> (Outcome, Option<String>) {
             .and_then(|o| o["counts"][k].as_u64())
             .unwrap_or(0)
     };
+    let tried = n("created") + n("updated") + n("recreated") + n("unchanged");
     match (f.stopped, f.exit_code, f.output.is_some()) {
+        (None, Some(0 | 3), true) if n("failed") + n("not_attempted") == 0 && tried == 0 => (
+            Outcome::Failed,
+            Some(format!(
+                "no object was tried ({} deferred, {} skipped): drill into a cluster that has the backup's namespaces",
+                n("deferred"),
+                n("skipped")
+            )),
+        ),
         (None, Some(0 | 3), true) if n("failed") + n("not_attempted") == 0 => {
-            if n("skipped") > 0 {
+            if n("deferred") > 0 {
+                (
+                    Outcome::Partial,
+                    Some(format!(
+                        "{} objects deferred, not tried (their namespaces or CRDs do not exist in the target)",
+                        n("deferred")
+                    )),
+                )
+            } else if n("skipped") > 0 {
                 (
                     Outcome::Partial,
                     Some(format!(
@@ -399,7 +425,8 @@ async fn retention(server: &Server, s: &Schedule, r: &super::config::Retention) 
 }
 
 /// What a capture's `--json` events set: for each stored segment, when it was
-/// stored, how old its oldest change was then (the lag), and its revision.
+/// stored, how old its newest change was then (the lag; the oldest waited at most
+/// the segment interval more), and its revision.
 fn capture_events(server: &Arc<Server>, s: &Schedule) -> OnLine {
     let server = server.clone();
     let labels = sched(s);
@@ -416,8 +443,10 @@ fn capture_events(server: &Arc<Server>, s: &Schedule) -> OnLine {
         m.capture_last_segment
             .get_or_create(&labels)
             .set(seconds(now));
-        if let Some(start) = info["start_unix_ms"].as_i64() {
-            let lag = (now.as_millisecond() - start).max(0) as f64 / 1000.0;
+        // From the segment's newest change: its start may be a progress mark after
+        // a quiet spell, which is no change waiting.
+        if let Some(newest) = info["end_unix_ms"].as_i64() {
+            let lag = (now.as_millisecond() - newest).max(0) as f64 / 1000.0;
             m.capture_lag.get_or_create(&labels).set(lag);
         }
         if let Some(r) = info["end_revision"].as_i64() {

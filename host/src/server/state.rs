@@ -89,6 +89,8 @@ pub struct ScheduleState {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunRecord>,
     /// The run in progress, written before it starts: found at a start, it was
     /// interrupted (a crash, a kill) and is recorded as failed.
