@@ -151,13 +151,6 @@ impl Drop for Scratch {
     }
 }
 
-fn free_port() -> Result<u16, EtcdError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| EtcdError::Restore(format!("no free loopback port for the drill: {e}")))
-}
-
 fn serve(etcd: &Path, member: &Member, client: &str, log: &Path) -> Result<Served, EtcdError> {
     let log = std::fs::File::create(log)
         .map_err(|e| EtcdError::Restore(format!("{}: {e}", log.display())))?;
@@ -221,13 +214,8 @@ pub fn drill(
     );
     UNDO.lock().unwrap().scratch = Some(scratch.0.path().to_path_buf());
     let db = Database::exported(scratch.0.path(), repo, snap)?;
-    let client_port = free_port()?;
-    let peer_port = loop {
-        let p = free_port()?;
-        if p != client_port {
-            break p;
-        }
-    };
+    let (client_port, peer_port) = super::local::two_ports()
+        .map_err(|e| EtcdError::Restore(format!("no free loopback port for the drill: {e}")))?;
     let member = Member {
         name: "drill".into(),
         data_dir: scratch.0.path().join("member"),

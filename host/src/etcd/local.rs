@@ -17,10 +17,21 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Two different free loopback ports, for a member's client and peer URLs.
+pub(super) fn two_ports() -> std::io::Result<(u16, u16)> {
+    let client = free_port()?;
+    loop {
+        let peer = free_port()?;
+        if peer != client {
+            return Ok((client, peer));
+        }
+    }
+}
+
 impl LocalEtcd {
     /// Starts etcd with its data under `dir`; `Ok(None)` if there is no `etcd` on PATH.
     pub fn start(dir: &Path) -> std::io::Result<Option<LocalEtcd>> {
-        let (client, peer) = (free_port()?, free_port()?);
+        let (client, peer) = two_ports()?;
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join("etcd.log"))?;
         let spawned = Command::new("etcd")

@@ -76,6 +76,8 @@ async fn handle(
 pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, say: wait rather than spin.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let server = server.clone();
